@@ -1,0 +1,105 @@
+"""Typed access to the ``TEMPSTORE_*`` settings, read at use time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+def _seconds(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=float(value))
+
+
+class Settings:
+    """One property per setting, so ``override_settings`` just works."""
+
+    @property
+    def DIR(self) -> Path:
+        value = getattr(settings, "TEMPSTORE_DIR", None)
+        if value is None:
+            return Path(tempfile.gettempdir()) / "django_tempstore"
+        return Path(value)
+
+    @property
+    def CHUNK_SIZE(self) -> int:
+        return int(getattr(settings, "TEMPSTORE_CHUNK_SIZE", 1024 * 1024))
+
+    @property
+    def DIGEST(self) -> str | None:
+        """A ``hashlib`` algorithm name computed while streaming, or None."""
+        return getattr(settings, "TEMPSTORE_DIGEST", "sha256")
+
+    @property
+    def MAX_FILE_SIZE(self) -> int | None:
+        value = getattr(settings, "TEMPSTORE_MAX_FILE_SIZE", None)
+        return None if value is None else int(value)
+
+    @property
+    def QUOTA(self) -> int | None:
+        value = getattr(settings, "TEMPSTORE_QUOTA", None)
+        return None if value is None else int(value)
+
+    @property
+    def MIN_FREE_SPACE(self) -> int:
+        return int(getattr(settings, "TEMPSTORE_MIN_FREE_SPACE", 0))
+
+    @property
+    def RETRY_AFTER(self) -> int:
+        """Seconds sent in ``Retry-After`` with a 507 answer."""
+        return int(getattr(settings, "TEMPSTORE_RETRY_AFTER", 60))
+
+    @property
+    def KEEP_TTL(self) -> timedelta:
+        return _seconds(getattr(settings, "TEMPSTORE_KEEP_TTL", 3600))
+
+    @property
+    def COMPLETE_TTL(self) -> timedelta:
+        """How long a complete upload may outlive a request that never closed it."""
+        return _seconds(getattr(settings, "TEMPSTORE_COMPLETE_TTL", 3600))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> timedelta:
+        return _seconds(getattr(settings, "TEMPSTORE_HEARTBEAT_INTERVAL", 10))
+
+    @property
+    def STALE_AFTER(self) -> timedelta:
+        """A receiving upload whose heartbeat is older than this is dead."""
+        return _seconds(getattr(settings, "TEMPSTORE_STALE_AFTER", 300))
+
+    @property
+    def ORPHAN_GRACE(self) -> timedelta:
+        return _seconds(getattr(settings, "TEMPSTORE_ORPHAN_GRACE", 3600))
+
+    @property
+    def HISTORY(self) -> timedelta:
+        """How long rows in a terminal state are kept for the admin's history."""
+        return _seconds(getattr(settings, "TEMPSTORE_HISTORY", 7 * 24 * 3600))
+
+    @property
+    def SHARED_DIR(self) -> bool:
+        """True when every host sees the same ``TEMPSTORE_DIR``."""
+        return bool(getattr(settings, "TEMPSTORE_SHARED_DIR", False))
+
+    @property
+    def HOSTNAME(self) -> str:
+        return str(
+            getattr(settings, "TEMPSTORE_HOSTNAME", None)
+            or os.environ.get("TEMPSTORE_HOSTNAME")
+            or socket.gethostname()
+        )
+
+    @property
+    def DATABASE(self) -> str:
+        """The database alias that holds the bookkeeping rows."""
+        return str(getattr(settings, "TEMPSTORE_DATABASE", "default"))
+
+
+conf = Settings()

@@ -1,0 +1,39 @@
+"""Errors that end an upload with a clear HTTP answer instead of a 500."""
+
+from __future__ import annotations
+
+from django.core.exceptions import BadRequest
+
+
+class UploadRejected(BadRequest):
+    """An upload refused by django-tempstore.
+
+    A subclass of ``BadRequest`` so that, even without ``TempStoreMiddleware``,
+    Django answers 400 rather than 500; the middleware turns it into ``status``.
+    """
+
+    status = 400
+    #: A short sentence telling the client what to do.
+    message = "The upload was refused."
+
+    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+        if message is not None:
+            self.message = message
+        if status is not None:
+            self.status = status
+        super().__init__(self.message)
+
+
+class FileTooLarge(UploadRejected):
+    status = 413
+    message = "The file is larger than this site accepts."
+
+
+class InsufficientStorage(UploadRejected):
+    status = 507
+    message = "The server has no room for this upload right now. Try again later."
+
+
+class ValidationRejected(UploadRejected):
+    status = 422
+    message = "The file was refused."

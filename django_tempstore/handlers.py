@@ -1,0 +1,169 @@
+"""The upload handler: streams each file to a tracked temp file."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from django.core.files.uploadhandler import FileUploadHandler
+
+from . import lifecycle, quota
+from .conf import conf
+from .exceptions import FileTooLarge, InsufficientStorage, UploadRejected
+from .files import TempStoreUploadedFile
+from .models import State
+from .storage import create_temp
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+logger = logging.getLogger("django_tempstore")
+
+
+class TempStoreUploadHandler(FileUploadHandler):
+    """Drop-in replacement for Django's ``TemporaryFileUploadHandler``."""
+
+    file: TempStoreUploadedFile
+
+    def __init__(self, request: HttpRequest | None = None) -> None:
+        super().__init__(request)
+        self.chunk_size = conf.CHUNK_SIZE
+        self.max_file_size = conf.MAX_FILE_SIZE
+        self._hash: Any = None
+        self._next_heartbeat = 0.0
+
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: dict[str, Any],
+        content_length: int,
+        boundary: bytes,
+        encoding: str | None = None,
+    ) -> None:
+        try:
+            quota.check_request(content_length)
+        except UploadRejected as exc:
+            self._note_rejection(exc)
+            raise
+
+    def new_file(
+        self,
+        field_name: str,
+        file_name: str,
+        content_type: str,
+        content_length: int | None,
+        charset: str | None = None,
+        content_type_extra: dict[str, str] | None = None,
+    ) -> None:
+        super().new_file(
+            field_name, file_name, content_type, content_length, charset, content_type_extra
+        )
+        if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
+            self._reject(FileTooLarge())
+        upload = lifecycle.start(
+            original_name=file_name,
+            content_type=content_type,
+            charset=charset,
+            field_name=field_name,
+            request=self.request,
+        )
+        try:
+            fh = create_temp(upload.name)
+        except OSError as exc:
+            lifecycle.fail(upload, f"could not create the temp file: {exc.strerror}")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._reject(InsufficientStorage())
+            raise
+        self.file = TempStoreUploadedFile(
+            upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
+        )
+        if self.request is not None:
+            _track(self.request, self.file)
+        self._hash = hashlib.new(upload.digest_algorithm) if upload.digest_algorithm else None
+        self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        size = start + len(raw_data)
+        upload = self.file.temp_upload
+        if self.max_file_size is not None and size > self.max_file_size:
+            self._abort(FileTooLarge(), "the file is larger than TEMPSTORE_MAX_FILE_SIZE")
+        if size > upload.reserved:
+            try:
+                quota.reserve(upload, quota.block_for(size - upload.reserved))
+            except InsufficientStorage as exc:
+                self._abort(exc, "TEMPSTORE_QUOTA is used up")
+        try:
+            self.file.file.write(raw_data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._abort(InsufficientStorage(), "the temp disk is full")
+            self._abort(None, f"could not write the temp file: {exc.strerror}")
+        if self._hash is not None:
+            self._hash.update(raw_data)
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + conf.HEARTBEAT_INTERVAL.total_seconds()
+            lifecycle.heartbeat(upload, size)
+        return None
+
+    def file_complete(self, file_size: int) -> TempStoreUploadedFile:
+        upload = self.file.temp_upload
+        self.file.file.seek(0)
+        self.file.size = file_size
+        digest = self._hash.hexdigest() if self._hash is not None else ""
+        lifecycle.complete(upload, file_size, digest)
+        quota.trim(upload)
+        return self.file
+
+    def upload_interrupted(self) -> None:
+        if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
+            self.file.close()
+            lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
+
+    def _abort(self, exc: UploadRejected | None, reason: str) -> None:
+        self.file.close()
+        lifecycle.fail(self.file.temp_upload, reason)
+        if exc is None:
+            raise
+        self._reject(exc)
+
+    def _reject(self, exc: UploadRejected) -> None:
+        self._note_rejection(exc)
+        raise exc
+
+    def _note_rejection(self, exc: UploadRejected) -> None:
+        if self.request is not None:
+            self.request._tempstore_rejection = exc  # type: ignore[attr-defined]
+
+
+def _track(request: HttpRequest, file: TempStoreUploadedFile) -> None:
+    """Make the end of ``request`` close ``file``'s row, however the request ends."""
+    files: list[TempStoreUploadedFile] | None = getattr(request, "_tempstore_files", None)
+    if files is None:
+        files = request._tempstore_files = []  # type: ignore[attr-defined]
+        original_close = request.close
+
+        def close() -> None:
+            try:
+                original_close()
+            finally:
+                _end_of_request(files)
+
+        request.close = close  # type: ignore[method-assign]
+        # An ASGI request cancelled by a disconnect is never closed: fall back
+        # to the request being garbage collected.
+        weakref.finalize(request, _end_of_request, files)
+    files.append(file)
+
+
+def _end_of_request(files: list[TempStoreUploadedFile]) -> None:
+    while files:
+        file = files.pop()
+        try:
+            file.end_of_request()
+        except Exception:
+            logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)

@@ -1,0 +1,240 @@
+"""State changes of a ``TempUpload``: each one updates the row, then the disk.
+
+A row leaves the pending states exactly once: every transition is a conditional
+UPDATE on the pending states, so a request, a task and a sweep racing to close
+the same upload never double-release its quota or double-send a signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
+from django.db import transaction
+from django.utils import timezone
+from django.utils.functional import LazyObject, empty
+
+from . import quota, signals
+from .conf import conf
+from .models import PENDING_STATES, State, TempUpload
+from .storage import link_atomic, new_name, unlink
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+logger = logging.getLogger("django_tempstore")
+
+
+def clean_text(value: str | None, max_length: int) -> str:
+    """Make client-supplied text safe to store: printable, bounded."""
+    if not value:
+        return ""
+    text = "".join(ch for ch in str(value) if ch.isprintable())
+    if len(text) <= max_length:
+        return text
+    stem, dot, ext = text.rpartition(".")
+    if dot and 0 < len(ext) < 16:
+        return stem[: max_length - len(ext) - 1] + "." + ext
+    return text[:max_length]
+
+
+def start(
+    *,
+    original_name: str | None,
+    content_type: str | None = "",
+    charset: str | None = "",
+    field_name: str | None = "",
+    request: HttpRequest | None = None,
+) -> TempUpload:
+    """Write the row of a new upload; the file is created after this."""
+    upload = TempUpload(
+        name=new_name(),
+        original_name=clean_text(original_name, 255),
+        content_type=clean_text(content_type, 255),
+        charset=clean_text(charset, 64),
+        field_name=clean_text(field_name, 255),
+        digest_algorithm=conf.DIGEST or "",
+        host=clean_text(conf.HOSTNAME, 255),
+        pid=os.getpid(),
+    )
+    if request is not None:
+        upload.request_path = clean_text(request.path, 2048)
+        user = getattr(request, "user", None)
+        if user is not None and getattr(user, "is_authenticated", False):
+            upload.user_id = user.pk
+    upload.save(using=conf.DATABASE, force_insert=True)
+    return upload
+
+
+def _pending(upload: TempUpload) -> Any:
+    return TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state__in=PENDING_STATES
+    )
+
+
+def heartbeat(upload: TempUpload, size: int) -> None:
+    now = timezone.now()
+    _pending(upload).update(size=size, updated_at=now)
+    upload.size, upload.updated_at = size, now
+
+
+def complete(upload: TempUpload, size: int, digest: str) -> None:
+    now = timezone.now()
+    fields = {
+        "state": State.COMPLETE,
+        "size": size,
+        "digest": digest,
+        "updated_at": now,
+        "expires_at": now + conf.COMPLETE_TTL,
+    }
+    TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state=State.RECEIVING
+    ).update(**fields)
+    for key, value in fields.items():
+        setattr(upload, key, value)
+    signals.upload_received.send(sender=TempUpload, upload=upload)
+
+
+def keep(upload: TempUpload, ttl: float | None = None) -> None:
+    """Let a complete upload outlive its request until ``ttl`` seconds from now."""
+    now = timezone.now()
+    expires_at = now + (conf.KEEP_TTL if ttl is None else timedelta(seconds=ttl))
+    updated = (
+        TempUpload.objects.using(conf.DATABASE)
+        .filter(pk=upload.pk, state__in=(State.COMPLETE, State.KEPT))
+        .update(state=State.KEPT, expires_at=expires_at, updated_at=now)
+    )
+    if not updated:
+        raise ValueError(f"Cannot keep upload {upload.pk} in state {upload.state!r}.")
+    upload.state, upload.expires_at, upload.updated_at = State.KEPT, expires_at, now
+
+
+def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> bool:
+    """Move a pending upload to a terminal ``state``; False if already closed.
+
+    Releases the upload's quota reservation. Does not touch the file.
+    """
+    now = timezone.now()
+    values = {
+        "state": state,
+        "reason": reason,
+        "reserved": 0,
+        "updated_at": now,
+        "closed_at": now,
+        **fields,
+    }
+    if not _pending(upload).update(**values):
+        return False
+    reserved = upload.reserved
+    for key, value in values.items():
+        setattr(upload, key, value)
+    quota.release(reserved)
+    return True
+
+
+def discard(upload: TempUpload, reason: str = "") -> bool:
+    """Delete a pending upload's temp file; False if it was already closed."""
+    if not close(upload, State.DISCARDED, reason):
+        return False
+    unlink(upload.path)
+    signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)
+    return True
+
+
+def fail(upload: TempUpload, reason: str) -> bool:
+    """Abort an upload that could not be received; delete its partial file."""
+    if not close(upload, State.FAILED, reason):
+        return False
+    unlink(upload.path)
+    signals.upload_failed.send(sender=TempUpload, upload=upload, reason=reason)
+    return True
+
+
+def storage_label(storage: Storage) -> str:
+    cls = type(storage)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unwrap(storage: Storage) -> Storage:
+    """The real storage behind a lazy one such as ``default_storage``."""
+    if isinstance(storage, LazyObject):
+        if storage._wrapped is empty:
+            storage._setup()
+        return storage._wrapped  # type: ignore[no-any-return]
+    return storage
+
+
+def _plain_filesystem(storage: Storage) -> bool:
+    return isinstance(storage, FileSystemStorage) and type(storage)._save is FileSystemStorage._save
+
+
+def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> str:
+    """Store ``upload`` permanently as ``name`` in ``storage``; return the final name.
+
+    A partial file never appears under the final name and no existing file is
+    overwritten. Inside a transaction, the temp file is removed on commit; if the
+    transaction rolls back, the request's end removes what was stored.
+    """
+    storage = _unwrap(default_storage if storage is None else storage)
+    if upload.state not in (State.COMPLETE, State.KEPT):
+        raise ValueError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
+    if _plain_filesystem(storage):
+        final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
+    else:
+        with open(upload.path, "rb") as fh:
+            final = storage.save(name, File(fh, name=upload.original_name or name))
+
+    label = storage_label(storage)
+    if not close(upload, State.PERSISTED, persisted_name=final, persisted_storage=label):
+        # Someone closed the upload meanwhile (a sweep of an expired keep()).
+        storage.delete(final)
+        raise ValueError(f"Upload {upload.pk} was closed while it was being persisted.")
+
+    connection = transaction.get_connection(conf.DATABASE)
+    if connection.in_atomic_block:
+        upload._tempstore_uncommitted = (storage, final)  # type: ignore[attr-defined]
+
+        def committed() -> None:
+            upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+            unlink(upload.path)
+
+        transaction.on_commit(committed, using=conf.DATABASE)
+    else:
+        unlink(upload.path)
+    signals.upload_persisted.send(sender=TempUpload, upload=upload, name=final, storage=storage)
+    return final
+
+
+def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
+    name = storage.generate_filename(name)
+    while True:
+        name = storage.get_available_name(name)
+        target = Path(storage.path(name))
+        if storage.directory_permissions_mode is not None:
+            from django.utils._os import safe_makedirs
+
+            safe_makedirs(target.parent, storage.directory_permissions_mode, exist_ok=True)
+        else:
+            os.makedirs(target.parent, exist_ok=True)
+        try:
+            link_atomic(upload.path, target, mode=storage.file_permissions_mode)
+        except FileExistsError:
+            continue  # Taken between get_available_name() and now: pick again.
+        return name.replace("\\", "/")
+
+
+def rollback_uncommitted(upload: TempUpload) -> None:
+    """Undo a persist whose transaction rolled back (called at request end)."""
+    pending = getattr(upload, "_tempstore_uncommitted", None)
+    if not pending:
+        return
+    storage, final = pending
+    upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+    upload.refresh_from_db(using=conf.DATABASE)
+    if upload.state != State.PERSISTED:
+        storage.delete(final)

@@ -1,0 +1,62 @@
+"""Turns a refused upload into its HTTP answer (413, 415, 422, 507), never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from .conf import conf
+from .exceptions import UploadRejected
+
+
+def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpResponse:
+    """The answer to a refused upload: a short message, JSON if the client asks."""
+    response: HttpResponse
+    if "json" in request.headers.get("Accept", ""):
+        response = JsonResponse({"error": exc.message, "status": exc.status}, status=exc.status)
+    else:
+        response = HttpResponse(
+            exc.message + "\n", content_type="text/plain; charset=utf-8", status=exc.status
+        )
+    if exc.status == 507:
+        response["Retry-After"] = str(conf.RETRY_AFTER)
+    return response
+
+
+class TempStoreMiddleware:
+    """Put it above ``CsrfViewMiddleware``, which may be the first to read the body.
+
+    Wherever the body is parsed (the view, the CSRF check, a DRF parser), a
+    refusal raised by the upload handler ends as the same clear answer.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.async_mode:
+            return self.__acall__(request)
+        return self._answer(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self._answer(request, await self.get_response(request))
+
+    def _answer(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        exc = getattr(request, "_tempstore_rejection", None)
+        if exc is None:
+            return response
+        return rejection_response(request, exc)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, UploadRejected):
+            return rejection_response(request, exception)
+        return None

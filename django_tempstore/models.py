@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import conf
+
+if TYPE_CHECKING:
+    from django.core.files.storage import Storage
+
+
+class State(models.TextChoices):
+    RECEIVING = "receiving", _("receiving")
+    COMPLETE = "complete", _("complete")
+    KEPT = "kept", _("kept")
+    PERSISTED = "persisted", _("persisted")
+    DISCARDED = "discarded", _("discarded")
+    FAILED = "failed", _("failed")
+    QUARANTINED = "quarantined", _("quarantined")
+
+
+PENDING_STATES = (State.RECEIVING, State.COMPLETE, State.KEPT)
+TERMINAL_STATES = (State.PERSISTED, State.DISCARDED, State.FAILED, State.QUARANTINED)
+
+
+class TempUploadQuerySet(models.QuerySet["TempUpload"]):
+    def pending(self) -> TempUploadQuerySet:
+        """Rows whose temp file still exists on purpose."""
+        return self.filter(state__in=PENDING_STATES)
+
+    def terminal(self) -> TempUploadQuerySet:
+        return self.filter(state__in=TERMINAL_STATES)
+
+
+TempUploadManager = models.Manager.from_queryset(TempUploadQuerySet)
+
+
+class TempUpload(models.Model):
+    """One temp file: written before the file is created, closed when it is gone."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(
+        _("temp name"),
+        max_length=64,
+        unique=True,
+        help_text=_("Path of the temp file, relative to TEMPSTORE_DIR."),
+    )
+    original_name = models.CharField(
+        _("client filename"),
+        max_length=255,
+        blank=True,
+        help_text=_("As sent by the client; data only, never used in a path."),
+    )
+    content_type = models.CharField(_("content type"), max_length=255, blank=True)
+    charset = models.CharField(_("charset"), max_length=64, blank=True)
+    field_name = models.CharField(_("field name"), max_length=255, blank=True)
+    size = models.BigIntegerField(_("size"), default=0)
+    reserved = models.BigIntegerField(
+        _("reserved bytes"),
+        default=0,
+        help_text=_("Bytes this upload holds against TEMPSTORE_QUOTA."),
+    )
+    digest_algorithm = models.CharField(_("digest algorithm"), max_length=32, blank=True)
+    digest = models.CharField(_("digest"), max_length=128, blank=True)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.RECEIVING
+    )
+    reason = models.TextField(
+        _("reason"),
+        blank=True,
+        help_text=_("Why the upload failed, was discarded or quarantined."),
+    )
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.IntegerField(_("process id"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(
+        _("updated"),
+        default=timezone.now,
+        help_text=_("Heartbeat while receiving; last change otherwise."),
+    )
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
+    persisted_name = models.TextField(_("persisted as"), blank=True)
+    persisted_storage = models.CharField(_("persisted to"), max_length=255, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    request_path = models.TextField(_("request path"), blank=True)
+
+    objects = TempUploadManager()
+
+    class Meta:
+        verbose_name = _("temp upload")
+        verbose_name_plural = _("temp uploads")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "updated_at"], name="tempstore_state_updated"),
+            models.Index(fields=["state", "expires_at"], name="tempstore_state_expires"),
+            models.Index(fields=["host", "state"], name="tempstore_host_state"),
+            models.Index(fields=["closed_at"], name="tempstore_closed"),
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name or self.name
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the temp file."""
+        return conf.DIR / self.name
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    def open(self, mode: str = "rb") -> IO[Any]:
+        """Open the temp file for reading (for a later step or a Celery task)."""
+        from .storage import open_temp
+
+        return open_temp(self.name, mode)
+
+    def persist(self, name: str, storage: Storage | None = None) -> str:
+        """Store the file permanently under ``name``; return the final name."""
+        from .lifecycle import persist
+
+        return persist(self, name, storage)
+
+    def keep(self, ttl: float | None = None) -> None:
+        """Let the file outlive its request until ``ttl`` seconds from now."""
+        from .lifecycle import keep
+
+        keep(self, ttl)
+
+    def discard(self, reason: str = "") -> None:
+        """Delete the temp file now."""
+        from .lifecycle import discard
+
+        discard(self, reason=reason)
+
+
+class SweepRun(models.Model):
+    """What one sweep did, for the admin and for monitoring."""
+
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    host = models.CharField(_("host"), max_length=255)
+    trigger = models.CharField(_("trigger"), max_length=32)
+    dry_run = models.BooleanField(_("dry run"), default=False)
+    report = models.JSONField(_("report"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("sweep run")
+        verbose_name_plural = _("sweep runs")
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+        indexes = [models.Index(fields=["started_at"], name="tempstore_sweep_started")]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} sweep on {self.host} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class QuotaCounter(models.Model):
+    """Bytes reserved against ``TEMPSTORE_QUOTA``: one row per quota scope."""
+
+    scope = models.CharField(_("scope"), max_length=255, primary_key=True)
+    used = models.BigIntegerField(_("used bytes"), default=0)
+    updated_at = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("quota counter")
+        verbose_name_plural = _("quota counters")
+
+    def __str__(self) -> str:
+        return self.scope
+

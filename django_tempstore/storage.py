@@ -1,0 +1,165 @@
+"""Low-level disk operations on the temp directory and on persist targets."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import IO, Any
+
+from .conf import conf
+
+logger = logging.getLogger("django_tempstore")
+
+#: Every temp file this app creates matches this; the sweep touches nothing else.
+NAME_RE = re.compile(r"\Atsu-[0-9a-f]{32}\Z")
+#: Prefix of the half-copied file a cross-filesystem persist writes beside its target.
+PART_PREFIX = ".tsu-"
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def new_name() -> str:
+    """Return a fresh, unpredictable temp name (128 random bits)."""
+    return f"tsu-{secrets.token_hex(16)}"
+
+
+def ensure_dir(path: Path | None = None) -> Path:
+    """Create the temp directory (mode 0700) if it does not exist."""
+    path = conf.DIR if path is None else path
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(path.parent, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    return path
+
+
+def create_temp(name: str) -> IO[bytes]:
+    """Create ``name`` in the temp dir: exclusive, no symlink, mode 0600."""
+    directory = ensure_dir()
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+    fd = os.open(directory / name, flags, 0o600)
+    return os.fdopen(fd, "w+b", buffering=0)
+
+
+def open_temp(name: str, mode: str = "rb") -> IO[Any]:
+    """Open an existing temp file for reading, never through a symlink."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a django-tempstore temp name.")
+    fd = os.open(conf.DIR / name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    return os.fdopen(fd, mode)
+
+
+def unlink(path: Path | str) -> bool:
+    """Delete ``path``; return False if it was already gone. Log other errors."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        logger.exception("django-tempstore could not delete %s", path)
+        return False
+    return True
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # Some filesystems refuse fsync on a directory.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def free_space(path: Path | None = None) -> int:
+    """Bytes available to this process on the filesystem of ``path``."""
+    path = conf.DIR if path is None else path
+    st = os.statvfs(ensure_dir(path))
+    return st.f_bavail * st.f_frsize
+
+
+def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
+    """Make ``source``'s bytes appear at ``target`` all at once, never overwriting.
+
+    Same filesystem: a hard link. Across filesystems (EXDEV): copy to a hidden
+    part file in the target directory, fsync, link it into place, fsync the
+    directory. Raise FileExistsError if ``target`` exists; ``source`` stays.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _copy_then_link(source, target)
+    else:
+        if mode is not None:
+            # The link shares the temp file's inode, which is 0600.
+            os.chmod(target, mode)
+        fsync_dir(target.parent)
+        return
+    if mode is not None:
+        os.chmod(target, mode)
+    fsync_dir(target.parent)
+
+
+def _copy_then_link(source: Path, target: Path) -> None:
+    part = target.parent / f"{PART_PREFIX}{secrets.token_hex(16)}.part"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+    with open(source, "rb", opener=_nofollow_opener) as src:
+        fd = os.open(part, flags, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            unlink(part)
+            raise
+        os.close(fd)
+    try:
+        _place(part, target)
+    finally:
+        unlink(part)
+
+
+def _place(part: Path, target: Path) -> None:
+    try:
+        os.link(part, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "File exists", str(target)) from exc
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # No hard links here (some network filesystems): rename, after a check.
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "File exists", str(target)) from exc
+        os.rename(part, target)
+
+
+def _nofollow_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | _NOFOLLOW | _CLOEXEC)
+
+
+def same_file(path: Path, st: os.stat_result) -> bool:
+    """True if ``path`` is still the inode described by ``st``."""
+    try:
+        other = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(other.st_mode) and (other.st_dev, other.st_ino) == (
+        st.st_dev,
+        st.st_ino,
+    )

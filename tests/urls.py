@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accept/", views.accept),
+    path("explode/", views.explode),
+    path("persist/", views.persist),
+    path("keep/", views.keep),
+    path("model-save/", views.model_save),
+    path("storage-save/", views.storage_save),
+    path("model-form/", views.model_form),
+    path("rollback/", views.persist_then_rollback),
+    path("csrf/", views.csrf_protected),
+]

@@ -1,0 +1,102 @@
+"""Views the tests upload to; each one exercises one path of the lifecycle."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .models import Document
+
+
+def describe(request: HttpRequest) -> dict[str, object]:
+    return {
+        key: [
+            {
+                "id": str(f.temp_upload.pk) if hasattr(f, "temp_upload") else None,
+                "name": f.name,
+                "size": f.size,
+                "sha256": getattr(f, "sha256", None),
+                "path": getattr(f, "temporary_file_path", lambda: None)(),
+            }
+            for f in request.FILES.getlist(key)
+        ]
+        for key in request.FILES
+    }
+
+
+@csrf_exempt
+def accept(request: HttpRequest) -> JsonResponse:
+    """Read the files and do nothing with them: the request end discards them."""
+    return JsonResponse(describe(request))
+
+
+@csrf_exempt
+def explode(request: HttpRequest) -> HttpResponse:
+    request.FILES  # noqa: B018
+    raise RuntimeError("the view failed after the upload")
+
+
+@csrf_exempt
+def persist(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    return JsonResponse({"name": upload.persist("persisted/" + upload.name)})
+
+
+@csrf_exempt
+def keep(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    upload.keep(ttl=float(request.GET.get("ttl", 60)))
+    return JsonResponse({"id": str(upload.temp_upload.pk)})
+
+
+@csrf_exempt
+def model_save(request: HttpRequest) -> JsonResponse:
+    doc = Document(file=request.FILES["file"])
+    doc.save()
+    return JsonResponse({"name": doc.file.name})
+
+
+@csrf_exempt
+def storage_save(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"name": default_storage.save("direct/x.bin", request.FILES["file"])})
+
+
+class DocumentForm(forms.ModelForm):
+    class Meta:
+        model = Document
+        fields = ["file"]
+
+    def clean_file(self) -> object:
+        upload = self.cleaned_data["file"]
+        if not upload.name.endswith(".txt"):
+            raise forms.ValidationError("Only .txt files are accepted.")
+        return upload
+
+
+@csrf_exempt
+def model_form(request: HttpRequest) -> JsonResponse:
+    form = DocumentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return JsonResponse({"errors": json.loads(form.errors.as_json())}, status=400)
+    doc = form.save()
+    return JsonResponse({"name": doc.file.name})
+
+
+@csrf_exempt
+def persist_then_rollback(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    try:
+        with transaction.atomic():
+            name = upload.persist("rolledback/" + upload.name)
+            raise ValueError(name)
+    except ValueError as exc:
+        return JsonResponse({"name": str(exc)})
+
+
+def csrf_protected(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(describe(request))
