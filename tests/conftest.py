@@ -28,3 +28,28 @@ def assert_clean(tempstore_dirs: Path):
         assert list(TempUpload.objects.pending()) == []
 
     return check
+
+
+@pytest.fixture
+def gunicorn(transactional_db, tmp_path: Path):
+    from tests.servers import run_server
+
+    with run_server("gunicorn", tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def uvicorn(transactional_db, tmp_path: Path):
+    from tests.servers import run_server
+
+    with run_server("uvicorn", tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(params=["gunicorn", "uvicorn"])
+def server(request, transactional_db, tmp_path: Path):
+    """Each test using it runs once against gunicorn (WSGI) and once against uvicorn (ASGI)."""
+    from tests.servers import run_server
+
+    with run_server(request.param, tmp_path) as server:
+        yield server

@@ -36,6 +36,10 @@ else:
         }
     }
 
+# A server or worker started by a test uses the test's database and folders.
+if os.environ.get("TEMPSTORE_SERVER_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["TEMPSTORE_SERVER_DB_NAME"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -68,8 +72,17 @@ TEMPLATES = [
     }
 ]
 FILE_UPLOAD_HANDLERS = ["django_tempstore.handlers.TempStoreUploadHandler"]
-TEMPSTORE_DIR = WORKDIR / "tempstore"
-MEDIA_ROOT = WORKDIR / "media"
+TEMPSTORE_DIR = Path(os.environ.get("TEMPSTORE_DIR") or WORKDIR / "tempstore")
+MEDIA_ROOT = Path(os.environ.get("TEMPSTORE_MEDIA_ROOT") or WORKDIR / "media")
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+        "django_tempstore": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

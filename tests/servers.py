@@ -1,0 +1,156 @@
+"""Real servers and workers for tests whose behaviour depends on a socket or a process.
+
+A child process uses the test database (``TEMPSTORE_SERVER_DB_NAME``) and the
+test's temp dir and media root, so the test can check what it left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process that must share this test's state."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        TEMPSTORE_SERVER_DB_NAME=str(connection.settings_dict["NAME"]),
+        TEMPSTORE_DIR=str(settings.TEMPSTORE_DIR),
+        TEMPSTORE_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout}s")
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group (gunicorn's arbiter and workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def run_server(
+    kind: str, log_dir: Path, *, args: tuple[str, ...] = (), **env: str
+) -> Iterator[Server]:
+    """Run gunicorn (WSGI, sync workers) or uvicorn (ASGI) on a free loopback port."""
+    port = free_port()
+    if kind == "gunicorn":
+        cmd = [
+            sys.executable, "-m", "gunicorn", "tests.wsgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "60", *args,
+        ]  # fmt: skip
+    elif kind == "uvicorn":
+        cmd = [
+            sys.executable, "-m", "uvicorn", "tests.asgi:application",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", *args,
+        ]  # fmt: skip
+    else:
+        raise ValueError(kind)
+    log = log_dir / f"{kind}-{uuid.uuid4().hex[:8]}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server = Server(proc, port, log)
+    try:
+        wait_for_port(port, proc)
+        yield server
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def multipart(
+    files: dict[str, tuple[str, bytes]], fields: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    """Encode ``files`` (field -> (filename, content)) as multipart/form-data."""
+    boundary = uuid.uuid4().hex
+    parts: list[bytes] = []
+    for name, value in (fields or {}).items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
+        )
+    for name, (filename, content) in files.items():
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def request_head(path: str, content_type: str, length: int, port: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+
+def wait_until(predicate, timeout: float = 20, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return bool(value)
+        time.sleep(interval)
