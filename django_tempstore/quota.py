@@ -130,3 +130,22 @@ def usage() -> Usage:
         counts=counts,
         oldest_pending=pending["oldest"],
     )
+
+
+def reconcile() -> int:
+    """Set the quota counter to what pending rows really hold; return the drift fixed.
+
+    Locks the counter row first, so that reservations in flight finish before
+    the sum is taken and new ones wait until the counter is set.
+    """
+    db = conf.DATABASE
+    with transaction.atomic(using=db):
+        QuotaCounter.objects.using(db).get_or_create(scope=SCOPE)
+        counter = QuotaCounter.objects.using(db).select_for_update().get(scope=SCOPE)
+        held = TempUpload.objects.using(db).pending().aggregate(n=Sum("reserved"))["n"] or 0
+        drift = counter.used - held
+        if drift:
+            QuotaCounter.objects.using(db).filter(scope=SCOPE).update(
+                used=held, updated_at=timezone.now()
+            )
+    return int(drift)
