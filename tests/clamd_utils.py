@@ -75,8 +75,8 @@ def run_clamd(directory: Path) -> Iterator[Clamd]:
                 proc.wait()
 
 
-@pytest.fixture(scope="module")
-def clamd(tmp_path_factory) -> Iterator[Clamd]:
+def clamd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """Body of a ``clamd`` fixture: ``yield from clamd_daemon(tmp_path_factory)``."""
     if not os.path.exists(CLAMD):
         pytest.skip("clamd is not installed (Debian: apt-get install clamav-daemon)")
     with run_clamd(tmp_path_factory.mktemp("clamd")) as daemon:

@@ -18,7 +18,7 @@ from django_tempstore.scanners import (
     ScanResult,
     scan,
 )
-from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd  # noqa: F401
+from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,6 +28,11 @@ FOUND = SIGNATURE + ".UNOFFICIAL"
 
 def upload(name: str, content: bytes) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, content, content_type="application/octet-stream")
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory):
+    yield from clamd_daemon(tmp_path_factory)
 
 
 @pytest.fixture
