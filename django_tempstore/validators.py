@@ -82,9 +82,7 @@ class MaxSize(UploadValidator):
 
     def chunk(self, upload: TempUpload, data: bytes, offset: int) -> None:
         if offset + len(data) > self.limit:
-            raise FileTooLarge(
-                f"The file is larger than {self.limit} bytes. Send a smaller file."
-            )
+            raise FileTooLarge(f"The file is larger than {self.limit} bytes. Send a smaller file.")
 
 
 class AllowedExtensions(UploadValidator):
@@ -363,9 +361,7 @@ def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAIL
     if not lifecycle.close(upload, state, reason):
         return False
     unlink(upload.path)
-    signals.upload_rejected.send(
-        sender=TempUpload, upload=upload, reason=reason, status=exc.status
-    )
+    signals.upload_rejected.send(sender=TempUpload, upload=upload, reason=reason, status=exc.status)
     return True
 
 
@@ -388,9 +384,7 @@ def validate_uploads(*validators: Any, inherit: bool = True) -> Callable[[F], F]
     view up; validators with a ``parsed`` hook run before the view.
     """
     chosen = ViewValidators(validators, inherit)
-    wants_fields = any(
-        type(v).parsed is not UploadValidator.parsed for v in load(validators)
-    )
+    wants_fields = any(type(v).parsed is not UploadValidator.parsed for v in load(validators))
 
     def decorator(view: F) -> F:
         @functools.wraps(view)

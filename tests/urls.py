@@ -20,4 +20,5 @@ urlpatterns = [
     path("png-only-csrf/", views.png_only_csrf),
     path("txt/", views.txt_and_project_rules),
     path("digest-field/", views.digest_field),
+    path("promote/", views.promote),
 ]

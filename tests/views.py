@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from django_tempstore.promotion import promote_later
 from django_tempstore.validators import (
     AllowedContentTypes,
     AllowedExtensions,
@@ -130,3 +131,9 @@ def png_only_csrf(request: HttpRequest) -> JsonResponse:
 @validate_uploads(ExpectedDigest(field="sha256"))
 def digest_field(request: HttpRequest) -> JsonResponse:
     return JsonResponse(describe(request))
+
+
+@csrf_exempt
+def promote(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    return JsonResponse({"id": promote_later(upload, "promoted/" + upload.name)})
