@@ -62,7 +62,9 @@ def reserve(upload: TempUpload, nbytes: int) -> None:
                     QuotaCounter.objects.using(db).get_or_create(scope=SCOPE)
                     return reserve(upload, nbytes)
                 raise InsufficientStorage()
-        TempUpload.objects.using(db).filter(pk=upload.pk).update(reserved=F("reserved") + nbytes)
+        TempUpload.objects.using(db).filter(pk=upload.pk).update(
+            reserved=F("reserved") + nbytes
+        )
     upload.reserved += nbytes
 
 
