@@ -403,9 +403,9 @@ def validate_uploads(*validators: Any, inherit: bool = True) -> Callable[[F], F]
 def _run_parsed_hooks(request: HttpRequest) -> None:
     for files in request.FILES.lists():
         for file in files[1]:
-            upload = getattr(file, "temp_upload", None)
+            upload: TempUpload | None = getattr(file, "temp_upload", None)
             validation = getattr(upload, "_tempstore_validation", None)
-            if validation is None or not upload.is_pending:
+            if upload is None or validation is None or not upload.is_pending:
                 continue
             try:
                 validation.parsed(request)
