@@ -211,8 +211,30 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     return final
 
 
+def _fit_name(name: str, location: str) -> str:
+    """Shorten ``name``'s last part to the filesystem's byte limit, keeping its extension.
+
+    A client's 255-character filename can be 765 bytes in UTF-8; left alone it
+    would make persist() fail with ENAMETOOLONG.
+    """
+    try:
+        name_max = os.pathconf(location, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    head, _, base = name.rpartition("/")
+    if len(os.fsencode(base)) <= name_max:
+        return name
+    stem, ext = os.path.splitext(base)
+    if len(os.fsencode(ext)) > 16:
+        stem, ext = base, ""
+    # Room for the "_<7 chars>" get_available_name() adds to a taken name.
+    budget = max(name_max - len(os.fsencode(ext)) - 8, 1)
+    stem = os.fsencode(stem)[:budget].decode("utf-8", "ignore") or "file"
+    return f"{head}/{stem}{ext}" if head else stem + ext
+
+
 def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
-    name = storage.generate_filename(name)
+    name = _fit_name(storage.generate_filename(name), str(storage.location))
     while True:
         name = storage.get_available_name(name)
         target = Path(storage.path(name))
