@@ -203,12 +203,19 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
             unlink(upload.path)
+            # Only now: a rollback undoes the persist, and receivers must not
+            # act on a file that is about to be deleted.
+            _announce_persisted(upload, final, storage)
 
         transaction.on_commit(committed, using=conf.DATABASE)
     else:
         unlink(upload.path)
-    signals.upload_persisted.send(sender=TempUpload, upload=upload, name=final, storage=storage)
+        _announce_persisted(upload, final, storage)
     return final
+
+
+def _announce_persisted(upload: TempUpload, name: str, storage: Storage) -> None:
+    signals.upload_persisted.send(sender=TempUpload, upload=upload, name=name, storage=storage)
 
 
 def _fit_name(name: str, location: str) -> str:
