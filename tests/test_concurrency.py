@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from django_tempstore.models import State, TempUpload
+from tests.conftest import temp_files
 from tests.servers import multipart, request_head, run_server, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
@@ -59,10 +60,13 @@ def test_concurrent_uploads_get_distinct_files_and_rows(busy_gunicorn, settings,
     assert {row.state for row in rows} == {State.PERSISTED}
     assert sorted(row.persisted_name for row in rows) == sorted(names)
     assert wait_until(lambda: not TempUpload.objects.pending().exists(), timeout=10)
+    assert wait_until(lambda: not temp_files(settings.TEMPSTORE_DIR), timeout=10)
     assert_clean()
 
 
-def test_concurrent_uploads_discarded_at_request_end_leave_nothing(busy_gunicorn, assert_clean):
+def test_concurrent_uploads_discarded_at_request_end_leave_nothing(
+    busy_gunicorn, tempstore_dirs, assert_clean
+):
     with ThreadPoolExecutor(max_workers=UPLOADS) as pool:
         results = list(
             pool.map(
@@ -77,4 +81,5 @@ def test_concurrent_uploads_discarded_at_request_end_leave_nothing(busy_gunicorn
     assert wait_until(
         lambda: TempUpload.objects.filter(state=State.DISCARDED).count() == UPLOADS, timeout=10
     )
+    assert wait_until(lambda: not temp_files(tempstore_dirs), timeout=10)
     assert_clean()

@@ -80,6 +80,7 @@ def test_disconnect_mid_file_on_gunicorn_fails_the_upload(gunicorn, tempstore_di
     assert seen["rows"] == [State.RECEIVING]
     assert [p.name for p in seen["listed"]] == [TempUpload.objects.get().name]
     assert wait_until(lambda: not TempUpload.objects.pending().exists(), timeout=10)
+    assert wait_until(lambda: not temp_files(tempstore_dirs), timeout=10)
     row = TempUpload.objects.get()
     assert row.state == State.FAILED
     assert row.closed_at is not None
@@ -125,5 +126,6 @@ def test_uvicorn_spools_in_tempstore_dir_then_the_handler_takes_over(
     assert json.loads(payload)["file"][0]["size"] == FILE_SIZE
     # The response is sent before Django closes it (and the request's uploads).
     assert wait_until(lambda: TempUpload.objects.get().state == State.DISCARDED, timeout=10)
+    assert wait_until(lambda: not temp_files(tempstore_dirs), timeout=10)
     assert wait_until(lambda: not open_files_in(uvicorn, tempstore_dirs), timeout=10)
     assert_clean()
