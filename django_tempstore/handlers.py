@@ -42,7 +42,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         input_data: Any,
         META: dict[str, Any],
         content_length: int,
-        boundary: bytes,
+        boundary: str,
         encoding: str | None = None,
     ) -> None:
         try:
@@ -58,7 +58,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         content_type: str,
         content_length: int | None,
         charset: str | None = None,
-        content_type_extra: dict[str, str] | None = None,
+        content_type_extra: dict[str, bytes] | None = None,
     ) -> None:
         super().new_file(
             field_name, file_name, content_type, content_length, charset, content_type_extra

@@ -62,9 +62,7 @@ def reserve(upload: TempUpload, nbytes: int) -> None:
                     QuotaCounter.objects.using(db).get_or_create(scope=SCOPE)
                     return reserve(upload, nbytes)
                 raise InsufficientStorage()
-        TempUpload.objects.using(db).filter(pk=upload.pk).update(
-            reserved=F("reserved") + nbytes
-        )
+        TempUpload.objects.using(db).filter(pk=upload.pk).update(reserved=F("reserved") + nbytes)
     upload.reserved += nbytes
 
 
@@ -118,7 +116,7 @@ def usage() -> Usage:
     db = conf.DATABASE
     rows = TempUpload.objects.using(db)
     pending = rows.pending().aggregate(used=Sum("size"), oldest=Min("created_at"))
-    counts = {state: 0 for state in State.values}
+    counts = dict.fromkeys(State.values, 0)
     for row in rows.values("state").annotate(n=Count("pk")).order_by():
         counts[row["state"]] = row["n"]
     counter = QuotaCounter.objects.using(db).filter(scope=SCOPE).first()

@@ -56,6 +56,19 @@ def persist(request: HttpRequest) -> JsonResponse:
 
 
 @csrf_exempt
+def persist_every(request: HttpRequest) -> JsonResponse:
+    """Persist every file under its own (client-given) name."""
+    return JsonResponse(
+        {
+            "files": [
+                {"temp": f.temporary_file_path(), "name": f.persist(f.name)}
+                for f in request.FILES.values()
+            ]
+        }
+    )
+
+
+@csrf_exempt
 def keep(request: HttpRequest) -> JsonResponse:
     upload = request.FILES["file"]
     upload.keep(ttl=float(request.GET.get("ttl", 60)))
