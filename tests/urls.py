@@ -16,4 +16,5 @@ urlpatterns = [
     path("model-form/", views.model_form),
     path("rollback/", views.persist_then_rollback),
     path("csrf/", views.csrf_protected),
+    path("drf/", views.DRFUpload.as_view()),
 ]
