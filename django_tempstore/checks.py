@@ -102,7 +102,8 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     if MIDDLEWARE not in middleware:
         return [
             Warning(
-                f"{MIDDLEWARE} is not in MIDDLEWARE: refused uploads answer 400, not 413 or 507.",
+                f"{MIDDLEWARE} is not in MIDDLEWARE: refused uploads answer 400, "
+                "not 413 or 507.",
                 hint=f"Add it above {CSRF_MIDDLEWARE}.",
                 id="django_tempstore.W003",
             )

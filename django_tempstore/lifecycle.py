@@ -72,7 +72,9 @@ def start(
 
 
 def _pending(upload: TempUpload) -> Any:
-    return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
+    return TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state__in=PENDING_STATES
+    )
 
 
 def heartbeat(upload: TempUpload, size: int) -> None:
@@ -90,9 +92,9 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
         "updated_at": now,
         "expires_at": now + conf.COMPLETE_TTL,
     }
-    TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING).update(
-        **fields
-    )
+    TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state=State.RECEIVING
+    ).update(**fields)
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)

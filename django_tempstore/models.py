@@ -183,3 +183,4 @@ class QuotaCounter(models.Model):
 
     def __str__(self) -> str:
         return self.scope
+

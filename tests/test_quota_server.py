@@ -158,7 +158,7 @@ def test_quota_is_strict_across_worker_processes(tmp_path, settings, tempstore_d
     rejected = [(n, a) for n, s, a in results if a.status == 507]
     assert len(accepted) + len(rejected) == len(jobs), [a.status for *_, a in results]
     assert accepted and rejected
-    for name, size, answer in results:
+    for _name, size, answer in results:
         if answer.status == 200:
             assert answer.json()["file"][0]["size"] == size
         else:
@@ -182,6 +182,6 @@ def test_quota_is_strict_across_worker_processes(tmp_path, settings, tempstore_d
     print(
         f"\nrace: {len(accepted)} accepted, {len(rejected)} refused, "
         f"{sum(1 for n, _ in rejected if n in rows)} of them mid-body; "
-        f"{len(samples)} samples ({len(sure)} of the disk); max counter {max(c for c, _ in samples)}"
-        f", max disk {max(sure)}, quota {limit}"
+        f"{len(samples)} samples ({len(sure)} of the disk); "
+        f"max counter {max(c for c, _ in samples)}, max disk {max(sure)}, quota {limit}"
     )

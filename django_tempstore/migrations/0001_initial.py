@@ -8,6 +8,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
@@ -16,175 +17,68 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="QuotaCounter",
+            name='QuotaCounter',
             fields=[
-                (
-                    "scope",
-                    models.CharField(
-                        max_length=255, primary_key=True, serialize=False, verbose_name="scope"
-                    ),
-                ),
-                ("used", models.BigIntegerField(default=0, verbose_name="used bytes")),
-                (
-                    "updated_at",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="updated"),
-                ),
+                ('scope', models.CharField(max_length=255, primary_key=True, serialize=False, verbose_name='scope')),
+                ('used', models.BigIntegerField(default=0, verbose_name='used bytes')),
+                ('updated_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='updated')),
             ],
             options={
-                "verbose_name": "quota counter",
-                "verbose_name_plural": "quota counters",
+                'verbose_name': 'quota counter',
+                'verbose_name_plural': 'quota counters',
             },
         ),
         migrations.CreateModel(
-            name="SweepRun",
+            name='SweepRun',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "started_at",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="started"),
-                ),
-                (
-                    "finished_at",
-                    models.DateTimeField(blank=True, null=True, verbose_name="finished"),
-                ),
-                ("host", models.CharField(max_length=255, verbose_name="host")),
-                ("trigger", models.CharField(max_length=32, verbose_name="trigger")),
-                ("dry_run", models.BooleanField(default=False, verbose_name="dry run")),
-                ("report", models.JSONField(blank=True, default=dict, verbose_name="report")),
-                ("error", models.TextField(blank=True, verbose_name="error")),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('started_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='started')),
+                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished')),
+                ('host', models.CharField(max_length=255, verbose_name='host')),
+                ('trigger', models.CharField(max_length=32, verbose_name='trigger')),
+                ('dry_run', models.BooleanField(default=False, verbose_name='dry run')),
+                ('report', models.JSONField(blank=True, default=dict, verbose_name='report')),
+                ('error', models.TextField(blank=True, verbose_name='error')),
             ],
             options={
-                "verbose_name": "sweep run",
-                "verbose_name_plural": "sweep runs",
-                "ordering": ["-started_at"],
-                "get_latest_by": "started_at",
-                "indexes": [models.Index(fields=["started_at"], name="tempstore_sweep_started")],
+                'verbose_name': 'sweep run',
+                'verbose_name_plural': 'sweep runs',
+                'ordering': ['-started_at'],
+                'get_latest_by': 'started_at',
+                'indexes': [models.Index(fields=['started_at'], name='tempstore_sweep_started')],
             },
         ),
         migrations.CreateModel(
-            name="TempUpload",
+            name='TempUpload',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(
-                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
-                    ),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        help_text="Path of the temp file, relative to TEMPSTORE_DIR.",
-                        max_length=64,
-                        unique=True,
-                        verbose_name="temp name",
-                    ),
-                ),
-                (
-                    "original_name",
-                    models.CharField(
-                        blank=True,
-                        help_text="As sent by the client; data only, never used in a path.",
-                        max_length=255,
-                        verbose_name="client filename",
-                    ),
-                ),
-                (
-                    "content_type",
-                    models.CharField(blank=True, max_length=255, verbose_name="content type"),
-                ),
-                ("charset", models.CharField(blank=True, max_length=64, verbose_name="charset")),
-                (
-                    "field_name",
-                    models.CharField(blank=True, max_length=255, verbose_name="field name"),
-                ),
-                ("size", models.BigIntegerField(default=0, verbose_name="size")),
-                (
-                    "reserved",
-                    models.BigIntegerField(
-                        default=0,
-                        help_text="Bytes this upload holds against TEMPSTORE_QUOTA.",
-                        verbose_name="reserved bytes",
-                    ),
-                ),
-                (
-                    "digest_algorithm",
-                    models.CharField(blank=True, max_length=32, verbose_name="digest algorithm"),
-                ),
-                ("digest", models.CharField(blank=True, max_length=128, verbose_name="digest")),
-                (
-                    "state",
-                    models.CharField(
-                        choices=[
-                            ("receiving", "receiving"),
-                            ("complete", "complete"),
-                            ("kept", "kept"),
-                            ("persisted", "persisted"),
-                            ("discarded", "discarded"),
-                            ("failed", "failed"),
-                            ("quarantined", "quarantined"),
-                        ],
-                        default="receiving",
-                        max_length=16,
-                        verbose_name="state",
-                    ),
-                ),
-                (
-                    "reason",
-                    models.TextField(
-                        blank=True,
-                        help_text="Why the upload failed, was discarded or quarantined.",
-                        verbose_name="reason",
-                    ),
-                ),
-                ("host", models.CharField(max_length=255, verbose_name="host")),
-                ("pid", models.IntegerField(verbose_name="process id")),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="created"),
-                ),
-                (
-                    "updated_at",
-                    models.DateTimeField(
-                        default=django.utils.timezone.now,
-                        help_text="Heartbeat while receiving; last change otherwise.",
-                        verbose_name="updated",
-                    ),
-                ),
-                ("expires_at", models.DateTimeField(blank=True, null=True, verbose_name="expires")),
-                ("closed_at", models.DateTimeField(blank=True, null=True, verbose_name="closed")),
-                ("persisted_name", models.TextField(blank=True, verbose_name="persisted as")),
-                (
-                    "persisted_storage",
-                    models.CharField(blank=True, max_length=255, verbose_name="persisted to"),
-                ),
-                ("request_path", models.TextField(blank=True, verbose_name="request path")),
-                (
-                    "user",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                        verbose_name="user",
-                    ),
-                ),
+                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ('name', models.CharField(help_text='Path of the temp file, relative to TEMPSTORE_DIR.', max_length=64, unique=True, verbose_name='temp name')),
+                ('original_name', models.CharField(blank=True, help_text='As sent by the client; data only, never used in a path.', max_length=255, verbose_name='client filename')),
+                ('content_type', models.CharField(blank=True, max_length=255, verbose_name='content type')),
+                ('charset', models.CharField(blank=True, max_length=64, verbose_name='charset')),
+                ('field_name', models.CharField(blank=True, max_length=255, verbose_name='field name')),
+                ('size', models.BigIntegerField(default=0, verbose_name='size')),
+                ('reserved', models.BigIntegerField(default=0, help_text='Bytes this upload holds against TEMPSTORE_QUOTA.', verbose_name='reserved bytes')),
+                ('digest_algorithm', models.CharField(blank=True, max_length=32, verbose_name='digest algorithm')),
+                ('digest', models.CharField(blank=True, max_length=128, verbose_name='digest')),
+                ('state', models.CharField(choices=[('receiving', 'receiving'), ('complete', 'complete'), ('kept', 'kept'), ('persisted', 'persisted'), ('discarded', 'discarded'), ('failed', 'failed'), ('quarantined', 'quarantined')], default='receiving', max_length=16, verbose_name='state')),
+                ('reason', models.TextField(blank=True, help_text='Why the upload failed, was discarded or quarantined.', verbose_name='reason')),
+                ('host', models.CharField(max_length=255, verbose_name='host')),
+                ('pid', models.IntegerField(verbose_name='process id')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
+                ('updated_at', models.DateTimeField(default=django.utils.timezone.now, help_text='Heartbeat while receiving; last change otherwise.', verbose_name='updated')),
+                ('expires_at', models.DateTimeField(blank=True, null=True, verbose_name='expires')),
+                ('closed_at', models.DateTimeField(blank=True, null=True, verbose_name='closed')),
+                ('persisted_name', models.TextField(blank=True, verbose_name='persisted as')),
+                ('persisted_storage', models.CharField(blank=True, max_length=255, verbose_name='persisted to')),
+                ('request_path', models.TextField(blank=True, verbose_name='request path')),
+                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='user')),
             ],
             options={
-                "verbose_name": "temp upload",
-                "verbose_name_plural": "temp uploads",
-                "ordering": ["-created_at"],
-                "indexes": [
-                    models.Index(fields=["state", "updated_at"], name="tempstore_state_updated"),
-                    models.Index(fields=["state", "expires_at"], name="tempstore_state_expires"),
-                    models.Index(fields=["host", "state"], name="tempstore_host_state"),
-                    models.Index(fields=["closed_at"], name="tempstore_closed"),
-                ],
+                'verbose_name': 'temp upload',
+                'verbose_name_plural': 'temp uploads',
+                'ordering': ['-created_at'],
+                'indexes': [models.Index(fields=['state', 'updated_at'], name='tempstore_state_updated'), models.Index(fields=['state', 'expires_at'], name='tempstore_state_expires'), models.Index(fields=['host', 'state'], name='tempstore_host_state'), models.Index(fields=['closed_at'], name='tempstore_closed')],
             },
         ),
     ]
