@@ -146,6 +146,9 @@ class TempStoreUploadHandler(FileUploadHandler):
     def _note_rejection(self, exc: UploadRejected) -> None:
         if self.request is not None:
             self.request._tempstore_rejection = exc  # type: ignore[attr-defined]
+            # Django's error views read request.POST again (their CSRF check):
+            # that must neither parse the rest of the body nor raise again.
+            self.request._mark_post_parse_error()  # type: ignore[attr-defined]
 
 
 def _write_all(fh: Any, data: bytes) -> None:
