@@ -1,4 +1,4 @@
-"""TEMPSTORE_MAX_FILE_SIZE, TEMPSTORE_QUOTA, TEMPSTORE_MIN_FREE_SPACE: answers, accounting, usage."""
+"""MAX_FILE_SIZE, QUOTA and MIN_FREE_SPACE: the answers, the accounting, the usage API."""
 
 from __future__ import annotations
 
@@ -357,9 +357,11 @@ def test_reconcile_creates_the_counter(settings):
 def count_round_trips(client, **settings_values):
     """(queries, commits) for one upload of one small file to a view that ignores it."""
     connection = connections["default"]
-    with mock.patch.object(connection, "commit", wraps=connection.commit) as commits:
-        with CaptureQueriesContext(connection) as queries:
-            response = client.post("/accept/", {"file": upload(100 * KiB)})
+    with (
+        mock.patch.object(connection, "commit", wraps=connection.commit) as commits,
+        CaptureQueriesContext(connection) as queries,
+    ):
+        response = client.post("/accept/", {"file": upload(100 * KiB)})
     assert response.status_code == 200
     statements = [q["sql"] for q in queries.captured_queries]
     return [
