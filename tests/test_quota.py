@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 
 from django_tempstore import lifecycle, quota, signals
 from django_tempstore.models import QuotaCounter, State, TempUpload
-from django_tempstore.storage import free_space
 from tests.quota_utils import small_tmpfs
 
 pytestmark = pytest.mark.django_db(transaction=True)
