@@ -115,7 +115,8 @@ def keep(upload: TempUpload, ttl: float | None = None) -> None:
 def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> bool:
     """Move a pending upload to a terminal ``state``; False if already closed.
 
-    Releases the upload's quota reservation. Does not touch the file.
+    Releases the upload's quota reservation in the same transaction as the
+    row's change. Does not touch the file.
     """
     now = timezone.now()
     values = {
@@ -126,29 +127,32 @@ def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> 
         "closed_at": now,
         **fields,
     }
-    if not _pending(upload).update(**values):
+    if not quota.settle(_pending(upload), upload, values):
         return False
-    reserved = upload.reserved
     for key, value in values.items():
         setattr(upload, key, value)
-    quota.release(reserved)
     return True
 
 
 def discard(upload: TempUpload, reason: str = "") -> bool:
     """Delete a pending upload's temp file; False if it was already closed."""
+    if not upload.is_pending:
+        return False
+    # The file goes before its quota is released, so the quota bounds the disk.
+    unlink(upload.path)
     if not close(upload, State.DISCARDED, reason):
         return False
-    unlink(upload.path)
     signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)
     return True
 
 
 def fail(upload: TempUpload, reason: str) -> bool:
     """Abort an upload that could not be received; delete its partial file."""
-    if not close(upload, State.FAILED, reason):
+    if not upload.is_pending:
         return False
     unlink(upload.path)
+    if not close(upload, State.FAILED, reason):
+        return False
     signals.upload_failed.send(sender=TempUpload, upload=upload, reason=reason)
     return True
 

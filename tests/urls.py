@@ -22,4 +22,5 @@ urlpatterns = [
     path("txt/", views.txt_and_project_rules),
     path("digest-field/", views.digest_field),
     path("promote/", views.promote),
+    path("drf/", views.DRFUpload.as_view()),
 ]
