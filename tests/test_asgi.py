@@ -10,8 +10,8 @@ import stat
 import pytest
 from asgiref.sync import async_to_sync
 
-from django_tempstore.asgi import TempStoreASGIHandler, max_body_size
 from django_tempstore import quota
+from django_tempstore.asgi import TempStoreASGIHandler, max_body_size
 from django_tempstore.models import QuotaCounter, State, TempUpload
 from tests.servers import multipart
 
