@@ -86,3 +86,5 @@ LOGGING = {
         "django_tempstore": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+# A Celery worker started by a test may be told to sweep when it is ready.
+TEMPSTORE_SWEEP_ON_WORKER_START = os.environ.get("TEMPSTORE_TEST_SWEEP_ON_WORKER_START") == "1"
