@@ -88,3 +88,6 @@ LOGGING = {
 }
 # A Celery worker started by a test may be told to sweep when it is ready.
 TEMPSTORE_SWEEP_ON_WORKER_START = os.environ.get("TEMPSTORE_TEST_SWEEP_ON_WORKER_START") == "1"
+# A server started by a test may be given a quota.
+if os.environ.get("TEMPSTORE_TEST_QUOTA"):
+    TEMPSTORE_QUOTA = int(os.environ["TEMPSTORE_TEST_QUOTA"])
