@@ -38,8 +38,13 @@ from .storage import NAME_RE
 
 logger = logging.getLogger("django_tempstore")
 
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
 #: Rows read (and closed in one transaction) per query; names looked up per query.
 BATCH_SIZE = 500
+#: File names looked up per query by the orphan pass.
+ORPHAN_BATCH_SIZE = 2000
 #: How many foreign names a report keeps as examples.
 FOREIGN_EXAMPLES = 20
 
@@ -334,20 +339,25 @@ class _Sweeper:
     def sweep_orphans(self) -> None:
         """Delete files with no row, or a terminal row, older than the grace period."""
         try:
-            entries = os.scandir(self.dir)
+            # Everything below is relative to this descriptor: nothing outside the
+            # directory can be reached, even if its path is swapped meanwhile.
+            dir_fd = os.open(self.dir, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
         except FileNotFoundError:
             return
         cutoff = (self.now - self.orphan_grace).timestamp()
-        with entries:
-            batch: list[tuple[str, int]] = []
-            for entry in entries:
-                candidate = self.orphan_candidate(entry, cutoff)
-                if candidate is not None:
-                    batch.append(candidate)
-                    if len(batch) >= BATCH_SIZE:
-                        self.delete_orphans(batch)
-                        batch = []
-            self.delete_orphans(batch)
+        try:
+            with os.scandir(dir_fd) as entries:
+                batch: list[tuple[str, int]] = []
+                for entry in entries:
+                    candidate = self.orphan_candidate(entry, cutoff)
+                    if candidate is not None:
+                        batch.append(candidate)
+                        if len(batch) >= ORPHAN_BATCH_SIZE:
+                            self.delete_orphans(batch, dir_fd)
+                            batch = []
+                self.delete_orphans(batch, dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def orphan_candidate(self, entry: os.DirEntry[str], cutoff: float) -> tuple[str, int] | None:
         name = entry.name
@@ -365,7 +375,7 @@ class _Sweeper:
             return None
         return name, st.st_size
 
-    def delete_orphans(self, batch: list[tuple[str, int]]) -> None:
+    def delete_orphans(self, batch: list[tuple[str, int]], dir_fd: int) -> None:
         if not batch:
             return
         # Rows are written before files, so a live upload always has a pending row.
@@ -381,7 +391,7 @@ class _Sweeper:
                 self.item("orphan", name, nbytes)
                 continue
             try:
-                os.unlink(self.dir / name)
+                os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
                 continue  # Another sweep got it first.
             except OSError:
