@@ -69,3 +69,38 @@ def test_sweep_after_sigkill_mid_upload(args, kind, settings, tmp_path, tempstor
     assert report["bytes"][kind] == partial_size
     assert report["quota_drift"] == 0
     assert row.name in out.getvalue()
+
+
+GUNICORN_CONF = """
+def on_starting(server):
+    import django
+
+    django.setup()
+    from django_tempstore.sweep import sweep
+
+    report = sweep(startup=True, trigger="startup")
+    server.log.info("django-tempstore: %s", report.summary())
+"""
+
+
+def test_gunicorn_on_starting_hook_sweeps_what_a_killed_server_left(tmp_path, tempstore_dirs):
+    body, content_type = multipart({"file": ("big.bin", os.urandom(4 * 1024 * 1024))})
+    with (
+        run_server("gunicorn", tmp_path) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
+        sock.sendall(request_head("/accept/", content_type, len(body), server.port))
+        sock.sendall(body[: 2 * 1024 * 1024])
+        assert wait_until(lambda: TempUpload.objects.exists() and any(tempstore_dirs.iterdir()))
+        server.kill()
+    row = TempUpload.objects.get()
+    assert wait_until(lambda: pid_gone(row.pid))
+    conf_file = tmp_path / "gunicorn.conf.py"
+    conf_file.write_text(GUNICORN_CONF)
+
+    with run_server("gunicorn", tmp_path, args=("-c", str(conf_file))) as server:
+        run = SweepRun.objects.get()
+        assert (run.trigger, run.report["counts"]["dead"]) == ("startup", 1)
+        assert "django-tempstore: Deleted 1 temp file" in server.log.read_text()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert list(tempstore_dirs.iterdir()) == []
