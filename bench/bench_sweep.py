@@ -58,6 +58,8 @@ def make_files(directory: Path, count: int, size: int = 64) -> list[str]:
         os.write(fd, data)
         os.close(fd)
         names.append(name)
+    # Flush the creations now, so that their writeback does not slow down the deletions timed next.
+    os.sync()
     return names
 
 
