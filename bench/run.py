@@ -39,6 +39,8 @@ CONFIGS = [
     ("stock-pair", "stock-pair", ""),
 ]
 OURS, STOCK = "tempstore+sha256", "stock-temp"
+#: Extra environment for the servers (--env), for experiments.
+EXTRA_ENV: dict[str, str] = {}
 
 
 @dataclass
@@ -161,6 +163,7 @@ def server_env(work: Path, db: str, pg_name: str, handlers: str, digest: str) ->
         BENCH_DIGEST=digest,
         PYTHONWARNINGS="ignore",
     )
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -348,6 +351,9 @@ def migrate(env: dict[str, str]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     series_set = QUICK if args.quick else FULL
+    configs = [c for c in CONFIGS if not args.configs or c[0] in args.configs.split(",")]
+    if args.series:
+        series_set = [s for s in series_set if s.name in args.series.split(",")]
     dbs = args.db.split(",")
     work = Path(tempfile.mkdtemp(prefix="tsbench-", dir=args.dir))
     (work / "tempstore").mkdir(mode=0o700)
@@ -372,7 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             migrate(server_env(work, db, pg_name, "tempstore", "sha256"))
             if args.quick:
                 # One server per handler: a correctness smoke run, not a measurement.
-                for label, handlers, digest in CONFIGS:
+                for label, handlers, digest in configs:
                     env = server_env(work, db, pg_name, handlers, digest)
                     with gunicorn(env, work, workers=2) as port:
                         for series in series_set:
@@ -381,7 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     clean(work)
                 continue
             for series in series_set:
-                for label, handlers, digest in CONFIGS:
+                for label, handlers, digest in configs:
                     env = server_env(work, db, pg_name, handlers, digest)
                     workers = 4 if series.concurrency > 1 else 1
                     with gunicorn(env, work, workers=workers) as port:
@@ -406,6 +412,10 @@ def _line(r: Result) -> str:
 # -- report ---------------------------------------------------------------------------
 
 
+def _ratio(r: dict[str, Any], base: dict[str, Any] | None) -> str:
+    return "" if base is None else f"{r['mib_s'] / base['mib_s']:.2f}"
+
+
 def report(data: dict[str, Any]) -> tuple[str, bool]:
     """A markdown table of the results and targets; True if every check passed."""
     refs = data["references"]
@@ -427,7 +437,7 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         lines.append(
             f"| {r['db']} | {r['series']} | {r['config']} | {r['mib_s']:.0f} | {r['req_s']:.1f} "
             f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} "
-            f"| {r['mib_s'] / temp['mib_s']:.2f} | {r['mib_s'] / pair['mib_s']:.2f} |"
+            f"| {_ratio(r, temp)} | {_ratio(r, pair)} |"
         )
     series_set = QUICK if data["quick"] else FULL
     small, large = series_set[SMALL].name, series_set[LARGE].name
@@ -450,7 +460,8 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         target(db, "nothing left behind (files, pending rows) after each series",
                f"{len(left)} series left something", not left,
                ", ".join(f"{r['series']}/{r['config']}" for r in left))  # fmt: skip
-        if data["quick"]:
+        needed = [(db, s, c) for s in (small, large) for c in (OURS, STOCK)]
+        if data["quick"] or not all(key in by_key for key in needed):
             continue
         ours, stock = by_key[(db, large, OURS)], by_key[(db, large, STOCK)]
         ratio = ours["mib_s"] / stock["mib_s"]
@@ -463,7 +474,7 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         growth = ours["hwm_mib"] - ours_s["hwm_mib"]
         target(db, f"peak RSS {large} - {small} <= 8 MiB ({OURS})", f"{growth:+.1f} MiB",
                growth <= 8, f"by {growth - 8:.1f} MiB")  # fmt: skip
-        conc = [by_key[(db, concurrent, c[0])] for c in CONFIGS]
+        conc = [by_key[key] for c in CONFIGS if (key := (db, concurrent, c[0])) in by_key]
         lines.append(
             f"| {db} | {concurrent} total MiB/s | "
             + ", ".join(f"{c['config']} {c['mib_s']:.0f}" for c in conc)
@@ -479,7 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None, help="work folder parent (default: system temp)")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
     parser.add_argument("--save", default=None, help="also write the raw results to this file")
+    parser.add_argument("--configs", default="", help="only these handler configs (comma list)")
+    parser.add_argument("--series", default="", help="only these series (comma list)")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the servers (experiments)"
+    )
     args = parser.parse_args(argv)
+    EXTRA_ENV.update(item.split("=", 1) for item in args.env)
     if args.db is None:
         args.db = "sqlite" if args.quick else "sqlite,postgres"
     data = run(args)
