@@ -261,6 +261,13 @@ def socket_throughput(size: int) -> float:
     return size / MiB / seconds
 
 
+def references(work: Path, size: int) -> dict[str, float]:
+    return {
+        "disk_mib_s": max(disk_write(work, size) for _ in range(2)),
+        "socket_mib_s": max(socket_throughput(size * 2) for _ in range(2)),
+    }
+
+
 # -- series ---------------------------------------------------------------------------
 
 
@@ -363,10 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[Result] = []
     ref_size = (64 if args.quick else 512) * MiB
     try:
-        refs = {
-            "disk_mib_s": max(disk_write(work, ref_size) for _ in range(2)),
-            "socket_mib_s": max(socket_throughput(ref_size * 2) for _ in range(2)),
-        }
+        refs = references(work, ref_size)
         log(
             f"# references: disk write {refs['disk_mib_s']:.0f} MiB/s, "
             f"loopback socket {refs['socket_mib_s']:.0f} MiB/s",
@@ -380,7 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # One server per handler: a correctness smoke run, not a measurement.
                 for label, handlers, digest in configs:
                     env = server_env(work, db, pg_name, handlers, digest)
-                    with gunicorn(env, work, workers=2) as port:
+                    with gunicorn(env, work) as port:
                         for series in series_set:
                             results.append(run_series(port, series, label, db, digest))
                             log(_line(results[-1]), flush=True)
@@ -394,6 +398,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         results.append(run_series(port, series, label, db, digest))
                     log(_line(results[-1]), flush=True)
                     clean(work)
+        # Measured again at the end: on a shared machine, the best of both is the limit.
+        end = references(work, ref_size)
+        refs = {key: max(value, end[key]) for key, value in refs.items()}
     finally:
         if "postgres" in dbs:
             drop_pg_database(pg_name)
