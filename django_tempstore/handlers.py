@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import queue
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,50 @@ def _prime_allocator(chunk_size: int) -> None:
         size = min(_PRIME_MAX, max(_PRIME_MIN, 8 * chunk_size))
         block = bytearray(size)  # calloc'd: no page is touched
         del block
+
+
+class OverlappedHash:
+    """A ``hashlib`` digest fed from a helper thread once a file passes a few MiB.
+
+    hashlib releases the GIL on large updates, so the digest of one chunk is
+    computed while the next one is read from the socket and written. Small files
+    are hashed inline and start no thread; at most two chunks wait.
+    """
+
+    INLINE_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, algorithm: str) -> None:
+        self._hash = hashlib.new(algorithm)
+        self._inline_left = self.INLINE_BYTES
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, data: bytes) -> None:
+        if self._queue is None:
+            self._inline_left -= len(data)
+            if self._inline_left >= 0:
+                self._hash.update(data)
+                return
+            self._queue = queue.Queue(maxsize=2)
+            self._thread = threading.Thread(
+                target=_feed, args=(self._hash, self._queue), name="tempstore-digest", daemon=True
+            )
+            self._thread.start()
+            # An aborted upload never asks for its digest: stop the thread with it.
+            weakref.finalize(self, self._queue.put, None)
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+        return str(self._hash.hexdigest())
+
+
+def _feed(digest: Any, chunks: queue.Queue[bytes | None]) -> None:
+    while (data := chunks.get()) is not None:
+        digest.update(data)
 
 
 class TempStoreUploadHandler(FileUploadHandler):
@@ -104,7 +150,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         )
         if self.request is not None:
             _track(self.request, self.file)
-        self._hash = hashlib.new(upload.digest_algorithm) if upload.digest_algorithm else None
+        self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
