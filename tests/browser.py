@@ -1,4 +1,4 @@
-"""Headless Chromium (Debian's package) driven by Playwright, and the example site to drive it at."""
+"""Headless Chromium (Debian's package) driven by Playwright, and the example site to drive."""
 
 from __future__ import annotations
 
