@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -120,7 +121,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         rows = TempUpload.objects.using(conf.DATABASE).annotate(pending_rank=PENDING_RANK)
         return rows.order_by(*self.get_ordering(request))
 
-    def get_ordering(self, request: HttpRequest) -> list[str]:
+    def get_ordering(self, request: HttpRequest) -> list[str | Combinable]:
         return ["pending_rank", "-created_at"]
 
     # Read-only: rows change only through the lifecycle. The change permission
@@ -258,7 +259,7 @@ class SweepRunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["trigger", "dry_run", "host"]
     date_hierarchy = "started_at"
     fields = ["started_at", "finished_at", "host", "trigger", "dry_run", "error", "pretty_report"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
