@@ -101,5 +101,30 @@ class Settings:
         """The database alias that holds the bookkeeping rows."""
         return str(getattr(settings, "TEMPSTORE_DATABASE", "default"))
 
+    @property
+    def VALIDATORS(self) -> list[Any]:
+        """Dotted paths or instances of ``UploadValidator`` run on every upload."""
+        return list(getattr(settings, "TEMPSTORE_VALIDATORS", []))
+
+    @property
+    def SCANNER(self) -> Any:
+        """A ``Scanner``: an instance, a dotted path, or ``{"BACKEND": ..., "OPTIONS": {...}}``."""
+        return getattr(settings, "TEMPSTORE_SCANNER", None)
+
+    @property
+    def QUARANTINE_DIR(self) -> Path | None:
+        """Where infected files are moved; None deletes them."""
+        value = getattr(settings, "TEMPSTORE_QUARANTINE_DIR", None)
+        return None if value is None else Path(value)
+
+    @property
+    def PROMOTE_RETRIES(self) -> int:
+        return int(getattr(settings, "TEMPSTORE_PROMOTE_RETRIES", 5))
+
+    @property
+    def PROMOTE_RETRY_DELAY(self) -> float:
+        """Seconds before the first retry of ``promote_upload``; doubled each time."""
+        return _seconds(getattr(settings, "TEMPSTORE_PROMOTE_RETRY_DELAY", 10)).total_seconds()
+
 
 conf = Settings()

@@ -37,3 +37,24 @@ class InsufficientStorage(UploadRejected):
 class ValidationRejected(UploadRejected):
     status = 422
     message = "The file was refused."
+
+
+class UnsupportedMediaType(ValidationRejected):
+    status = 415
+    message = "This kind of file is not accepted here."
+
+
+class DigestMismatch(ValidationRejected):
+    status = 422
+    message = "The file's content does not match the digest sent with it. Send it again."
+
+
+class UploadInfected(ValidationRejected):
+    """A scanner found malware; the upload ends ``quarantined``."""
+
+    status = 422
+    message = "The file was refused because it looks infected."
+
+    def __init__(self, signature: str, message: str | None = None) -> None:
+        self.signature = signature
+        super().__init__(message)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.files.uploadhandler import FileUploadHandler
 
-from . import lifecycle, quota
+from . import lifecycle, quota, validators
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, UploadRejected
 from .files import TempStoreUploadedFile
@@ -34,6 +34,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.chunk_size = conf.CHUNK_SIZE
         self.max_file_size = conf.MAX_FILE_SIZE
         self._hash: Any = None
+        self._validation: validators.FileValidation | None = None
         self._next_heartbeat = 0.0
 
     def handle_raw_input(
@@ -85,6 +86,8 @@ class TempStoreUploadHandler(FileUploadHandler):
             _track(self.request, self.file)
         self._hash = hashlib.new(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
+        self._validation = validators.for_file(self.request, upload)
+        self._validate("start")
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         size = start + len(raw_data)
@@ -96,6 +99,7 @@ class TempStoreUploadHandler(FileUploadHandler):
                 quota.reserve(upload, quota.block_for(size - upload.reserved))
             except InsufficientStorage as exc:
                 self._abort(exc, "TEMPSTORE_QUOTA is used up")
+        self._validate("chunk", raw_data, start)
         try:
             self.file.file.write(raw_data)
         except OSError as exc:
@@ -115,6 +119,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.file.seek(0)
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
+        self._validate("complete", file_size, digest)
         lifecycle.complete(upload, file_size, digest)
         quota.trim(upload)
         return self.file
@@ -123,6 +128,16 @@ class TempStoreUploadHandler(FileUploadHandler):
         if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
             self.file.close()
             lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
+
+    def _validate(self, hook: str, *args: Any) -> None:
+        if self._validation is None:
+            return
+        try:
+            getattr(self._validation, hook)(*args)
+        except UploadRejected as exc:
+            self.file.close()
+            validators.reject(self.file.temp_upload, exc)
+            self._reject(exc)
 
     def _abort(self, exc: UploadRejected | None, reason: str) -> None:
         self.file.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -86,3 +87,6 @@ LOGGING = {
         "django_tempstore": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+
+# A server or worker started by a test may be given extra settings as JSON.
+globals().update(json.loads(os.environ.get("TEMPSTORE_TEST_SETTINGS") or "{}"))

@@ -16,4 +16,9 @@ urlpatterns = [
     path("model-form/", views.model_form),
     path("rollback/", views.persist_then_rollback),
     path("csrf/", views.csrf_protected),
+    path("png-only/", views.png_only),
+    path("png-only-csrf/", views.png_only_csrf),
+    path("txt/", views.txt_and_project_rules),
+    path("digest-field/", views.digest_field),
+    path("promote/", views.promote),
 ]

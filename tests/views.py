@@ -10,6 +10,14 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from django_tempstore.promotion import promote_later
+from django_tempstore.validators import (
+    AllowedContentTypes,
+    AllowedExtensions,
+    ExpectedDigest,
+    validate_uploads,
+)
+
 from .models import Document
 
 
@@ -100,3 +108,32 @@ def persist_then_rollback(request: HttpRequest) -> JsonResponse:
 
 def csrf_protected(request: HttpRequest) -> JsonResponse:
     return JsonResponse(describe(request))
+
+
+@csrf_exempt
+@validate_uploads(AllowedContentTypes(["image/png"]), inherit=False)
+def png_only(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(describe(request))
+
+
+@csrf_exempt
+@validate_uploads(AllowedExtensions(["txt"]))
+def txt_and_project_rules(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(describe(request))
+
+
+@validate_uploads(AllowedContentTypes(["image/png"]), inherit=False)
+def png_only_csrf(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(describe(request))
+
+
+@csrf_exempt
+@validate_uploads(ExpectedDigest(field="sha256"))
+def digest_field(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(describe(request))
+
+
+@csrf_exempt
+def promote(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    return JsonResponse({"id": promote_later(upload, "promoted/" + upload.name)})

@@ -1,0 +1,150 @@
+"""The antivirus hook against a real clamd loaded with a one-hash signature database."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from django_tempstore import signals
+from django_tempstore.models import State, TempUpload
+from django_tempstore.scanners import (
+    Antivirus,
+    ClamAVScanner,
+    ScannerError,
+    ScanResult,
+    scan,
+)
+from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLEAN = os.urandom(3 * 1024 * 1024 + 17)  # Several INSTREAM chunks.
+FOUND = SIGNATURE + ".UNOFFICIAL"
+
+
+def upload(name: str, content: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type="application/octet-stream")
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory):
+    yield from clamd_daemon(tmp_path_factory)
+
+
+@pytest.fixture
+def quarantines():
+    seen = []
+
+    def spy(sender, upload, reason, signature, **kwargs):
+        seen.append((upload.pk, reason, signature))
+
+    signals.upload_quarantined.connect(spy)
+    yield seen
+    signals.upload_quarantined.disconnect(spy)
+
+
+def kept(client, content: bytes) -> TempUpload:
+    response = client.post("/keep/", {"file": upload("f.bin", content)})
+    return TempUpload.objects.get(pk=response.json()["id"])
+
+
+def test_clean_file_over_the_unix_socket(clamd):
+    assert ClamAVScanner(str(clamd.socket)).scan(io.BytesIO(CLEAN)) == ScanResult(clean=True)
+
+
+def test_infected_file_over_tcp_names_the_signature(clamd):
+    result = ClamAVScanner(clamd.tcp_address).scan(io.BytesIO(EICAR_LIKE))
+
+    assert result == ScanResult(clean=False, signature=FOUND)
+
+
+def test_one_byte_more_is_clean(clamd):
+    # The signature is a hash of the whole file: the scanner really looked.
+    result = ClamAVScanner(str(clamd.socket)).scan(io.BytesIO(EICAR_LIKE + b"x"))
+
+    assert result.clean
+
+
+def test_unreachable_clamd_raises_scanner_error(tmp_path):
+    with pytest.raises(ScannerError, match="unreachable"):
+        ClamAVScanner(str(tmp_path / "nothing.sock")).scan(io.BytesIO(b"x"))
+
+
+def test_scan_quarantines_an_infected_kept_upload(
+    client, clamd, settings, assert_clean, quarantines
+):
+    settings.TEMPSTORE_SCANNER = {
+        "BACKEND": "django_tempstore.scanners.ClamAVScanner",
+        "OPTIONS": {"address": str(clamd.socket)},
+    }
+    row = kept(client, EICAR_LIKE)
+
+    assert scan(row) == ScanResult(clean=False, signature=FOUND)
+    row.refresh_from_db()
+    assert row.state == State.QUARANTINED
+    assert row.reason == f"infected: {FOUND}"
+    assert quarantines == [(row.pk, row.reason, FOUND)]
+    assert_clean()
+
+
+def test_scan_leaves_a_clean_upload_pending(client, clamd, settings):
+    settings.TEMPSTORE_SCANNER = ClamAVScanner(str(clamd.socket))
+    row = kept(client, CLEAN)
+
+    assert scan(row).clean
+    row.refresh_from_db()
+    assert row.state == State.KEPT
+    assert row.path.read_bytes() == CLEAN
+    row.discard()
+
+
+def test_quarantine_dir_keeps_the_evidence(client, clamd, settings, tmp_path, assert_clean):
+    settings.TEMPSTORE_QUARANTINE_DIR = tmp_path / "quarantine"
+    row = kept(client, EICAR_LIKE)
+
+    scan(row, ClamAVScanner(str(clamd.socket)))
+
+    kept_aside = tmp_path / "quarantine" / row.name
+    assert kept_aside.read_bytes() == EICAR_LIKE
+    assert stat.S_IMODE(kept_aside.stat().st_mode) == 0o600
+    assert_clean()
+
+
+def test_antivirus_validator_refuses_an_infected_upload(
+    client, clamd, settings, assert_clean, quarantines
+):
+    settings.TEMPSTORE_VALIDATORS = [Antivirus(ClamAVScanner(str(clamd.socket)))]
+    response = client.post("/accept/", {"file": upload("f.bin", EICAR_LIKE)})
+
+    assert response.status_code == 422
+    assert "infected" in response.content.decode()
+    row = TempUpload.objects.get()
+    assert row.state == State.QUARANTINED
+    assert quarantines == [(row.pk, f"infected: {FOUND}", FOUND)]
+    assert_clean()
+
+
+def test_antivirus_validator_lets_a_clean_upload_through(client, clamd, settings, assert_clean):
+    settings.TEMPSTORE_SCANNER = ClamAVScanner(str(clamd.socket))
+    settings.TEMPSTORE_VALIDATORS = ["django_tempstore.scanners.Antivirus"]
+    response = client.post("/accept/", {"file": upload("f.bin", CLEAN)})
+
+    assert response.status_code == 200
+    assert TempUpload.objects.get().state == State.DISCARDED
+    assert_clean()
+
+
+def test_antivirus_validator_answers_503_when_clamd_is_down(
+    client, settings, tmp_path, assert_clean
+):
+    settings.TEMPSTORE_VALIDATORS = [Antivirus(ClamAVScanner(str(tmp_path / "no.sock")))]
+    response = client.post("/accept/", {"file": upload("f.bin", b"x")})
+
+    assert response.status_code == 503
+    assert "Try again later" in response.content.decode()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert_clean()

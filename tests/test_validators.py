@@ -1,0 +1,314 @@
+"""Validators refuse a bad upload while it streams: right status, no file, a failed row."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from django_tempstore import signals
+from django_tempstore.exceptions import DigestMismatch, UnsupportedMediaType
+from django_tempstore.models import State, TempUpload
+from django_tempstore.validators import (
+    ExpectedDigest,
+    MaxSize,
+    UploadValidator,
+    parse_digest_header,
+)
+from tests.servers import multipart, request_head
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(200_000)
+GIF = b"GIF89a" + os.urandom(200_000)
+
+
+def upload(name: str, content: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type="image/png")
+
+
+@pytest.fixture
+def rejections():
+    seen = []
+
+    def spy(sender, upload, reason, status, **kwargs):
+        seen.append((upload.pk, reason, status))
+
+    signals.upload_rejected.connect(spy)
+    yield seen
+    signals.upload_rejected.disconnect(spy)
+
+
+def assert_rejected(response, status: int, assert_clean, text: str = "") -> TempUpload:
+    assert response.status_code == status, response.content
+    assert text in response.content.decode()
+    row = TempUpload.objects.get()
+    assert row.state == State.FAILED
+    assert row.reason.startswith("rejected: ")
+    assert row.closed_at is not None
+    assert_clean()
+    return row
+
+
+def test_sniffed_type_allowed(client, assert_clean):
+    response = client.post("/png-only/", {"file": upload("a.png", PNG)})
+
+    assert response.status_code == 200
+    assert response.json()["file"][0]["size"] == len(PNG)
+    assert TempUpload.objects.get().state == State.DISCARDED
+    assert_clean()
+
+
+def test_sniffed_type_refused_with_415_whatever_the_client_claims(client, assert_clean, rejections):
+    response = client.post("/png-only/", {"file": upload("a.png", GIF)})
+
+    row = assert_rejected(response, 415, assert_clean, "image/gif")
+    assert "Send one of: image/png" in response.content.decode()
+    assert rejections == [(row.pk, row.reason, 415)]
+
+
+def test_rejection_is_json_when_asked(client, assert_clean):
+    response = client.post(
+        "/png-only/", {"file": upload("a.png", GIF)}, headers={"Accept": "application/json"}
+    )
+
+    assert response.json()["status"] == 415
+    assert "image/gif" in response.json()["error"]
+
+
+def test_rejection_stops_before_the_second_chunk_is_written(client, settings, assert_clean):
+    settings.TEMPSTORE_CHUNK_SIZE = 65536
+    written = []
+
+    class Spy(UploadValidator):
+        def chunk(self, upload, data, offset):
+            written.append(offset)
+
+    settings.TEMPSTORE_VALIDATORS = [
+        Spy(),
+        {"NAME": "django_tempstore.validators.AllowedContentTypes",
+         "OPTIONS": {"types": ["image/png"]}},
+    ]  # fmt: skip
+    response = client.post("/accept/", {"file": upload("a.png", GIF)})
+
+    assert_rejected(response, 415, assert_clean)
+    assert written == [0]
+
+
+def test_extension_refused(client, assert_clean):
+    response = client.post("/txt/", {"file": upload("evil.exe", b"hello")})
+
+    assert_rejected(response, 415, assert_clean, "Send a file ending in .txt")
+
+
+def test_extension_allowed(client, assert_clean):
+    response = client.post("/txt/", {"file": upload("notes.TXT", b"hello")})
+
+    assert response.status_code == 200
+    assert_clean()
+
+
+def test_project_setting_applies_to_undecorated_views(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [
+        {"NAME": "django_tempstore.validators.MaxSize", "OPTIONS": {"limit": 1000}}
+    ]
+    response = client.post("/accept/", {"file": upload("big.bin", b"x" * 1001)})
+
+    row = assert_rejected(response, 413, assert_clean, "larger than 1000 bytes")
+    assert row.size == 0  # The chunk crossing the limit was never written.
+
+
+def test_view_validators_add_to_the_project_setting(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [MaxSize(1000)]
+    response = client.post("/txt/", {"file": upload("notes.txt", b"x" * 1001)})
+
+    assert_rejected(response, 413, assert_clean)
+
+
+def test_view_validators_can_replace_the_project_setting(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [MaxSize(1000)]
+    response = client.post("/png-only/", {"file": upload("a.png", PNG)})
+
+    assert response.status_code == 200
+    assert_clean()
+
+
+def test_view_validators_apply_when_the_csrf_middleware_reads_the_body(assert_clean):
+    client = Client(enforce_csrf_checks=True)
+    token = "a" * 32
+    client.cookies["csrftoken"] = token
+    response = client.post(
+        "/png-only-csrf/", {"csrfmiddlewaretoken": token, "file": upload("a.png", GIF)}
+    )
+
+    assert_rejected(response, 415, assert_clean)
+
+
+def test_custom_validator_keeps_state_per_file(client, settings, assert_clean):
+    class NoZeroBytes(UploadValidator):
+        seen = 0
+
+        def chunk(self, upload, data, offset):
+            self.seen += len(data)
+            if b"\0" in data:
+                raise DigestMismatch(f"NUL byte after {self.seen} bytes; send text.")
+
+    settings.TEMPSTORE_VALIDATORS = [NoZeroBytes()]
+    ok = client.post("/accept/", {"a": upload("a.txt", b"a" * 10), "b": upload("b.txt", b"b")})
+    bad = client.post("/accept/", {"file": upload("c.txt", b"abc\0")})
+
+    assert ok.status_code == 200
+    assert bad.status_code == 422
+    assert "NUL byte after 4 bytes" in bad.content.decode()
+    assert NoZeroBytes.seen == 0  # Each file got its own copy.
+    assert_clean()
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@pytest.fixture
+def digest_required(settings):
+    settings.TEMPSTORE_VALIDATORS = ["django_tempstore.validators.ExpectedDigest"]
+
+
+@pytest.mark.parametrize("header", ["Content-Digest", "Repr-Digest"])
+def test_digest_header_match(client, digest_required, assert_clean, header):
+    value = f"sha-256=:{b64(hashlib.sha256(PNG).digest())}:"
+    response = client.post("/accept/", {"file": upload("a.png", PNG)}, headers={header: value})
+
+    assert response.status_code == 200
+    assert TempUpload.objects.get().state == State.DISCARDED
+    assert_clean()
+
+
+def test_digest_header_sha512_is_computed_while_streaming(client, digest_required, assert_clean):
+    value = f"sha-512=:{b64(hashlib.sha512(PNG).digest())}:, md5=:{b64(b'x' * 16)}:"
+    response = client.post(
+        "/accept/", {"file": upload("a.png", PNG)}, headers={"Content-Digest": value}
+    )
+
+    assert response.status_code == 200
+    assert_clean()
+
+
+def test_digest_header_mismatch_is_422(client, digest_required, assert_clean, rejections):
+    value = f"sha-256=:{b64(hashlib.sha256(b'other').digest())}:"
+    response = client.post(
+        "/accept/", {"file": upload("a.png", PNG)}, headers={"Content-Digest": value}
+    )
+
+    row = assert_rejected(response, 422, assert_clean, "does not match the digest")
+    assert rejections == [(row.pk, row.reason, 422)]
+
+
+def test_digest_header_with_two_files_is_422(client, digest_required, assert_clean):
+    value = f"sha-256=:{b64(hashlib.sha256(PNG).digest())}:"
+    response = client.post(
+        "/accept/",
+        {"a": upload("a.png", PNG), "b": upload("b.png", PNG)},
+        headers={"Content-Digest": value},
+    )
+
+    assert response.status_code == 422
+    assert "one file per request" in response.content.decode()
+    assert sorted(TempUpload.objects.values_list("state", flat=True)) == ["discarded", "failed"]
+    assert_clean()
+
+
+def test_malformed_digest_header_is_422(client, digest_required, assert_clean):
+    response = client.post(
+        "/accept/", {"file": upload("a.png", PNG)}, headers={"Content-Digest": "sha-256=abc"}
+    )
+
+    assert_rejected(response, 422, assert_clean, "malformed")
+
+
+def test_digest_required_refuses_a_file_without_one(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [ExpectedDigest(required=True)]
+    response = client.post("/accept/", {"file": upload("a.png", PNG)})
+
+    assert_rejected(response, 422, assert_clean, "Content-Digest")
+
+
+def test_digest_form_field_match(client, assert_clean):
+    response = client.post(
+        "/digest-field/",
+        {"file": upload("a.png", PNG), "sha256": hashlib.sha256(PNG).hexdigest()},
+    )
+
+    assert response.status_code == 200
+    assert_clean()
+
+
+def test_digest_form_field_mismatch_is_422(client, assert_clean):
+    response = client.post(
+        "/digest-field/",
+        {"file": upload("a.png", PNG), "sha256": hashlib.sha256(b"x").hexdigest()},
+    )
+
+    assert_rejected(response, 422, assert_clean)
+
+
+def test_parse_digest_header():
+    raw = hashlib.sha256(b"x").digest()
+    parsed = parse_digest_header(f"SHA-256=:{b64(raw)}:;p=1 , sha-512=:{b64(b'y')}:")
+
+    assert parsed == {"sha-256": raw, "sha-512": b"y"}
+    with pytest.raises(DigestMismatch):
+        parse_digest_header("sha-256=:not base64!:")
+
+
+def test_exceptions_carry_their_status():
+    assert UnsupportedMediaType().status == 415
+    assert DigestMismatch().status == 422
+
+
+def read_response(sock: socket.socket) -> bytes:
+    response = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        response += chunk
+    return response
+
+
+@pytest.mark.server
+def test_gunicorn_answers_before_reading_the_rest_of_the_body(gunicorn, assert_clean):
+    # A 16 MiB upload of which only the first 2 MiB are ever sent: if the server
+    # waited for the whole body, recv() would time out and the test fail.
+    declared = 16 * 1024 * 1024
+    body, content_type = multipart({"file": ("a.png", b"GIF89a" + b"\0" * declared)})
+    sent = body[: 2 * 1024 * 1024]
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=30) as sock:
+        sock.sendall(request_head("/png-only/", content_type, len(body), gunicorn.port) + sent)
+        response = read_response(sock)
+
+    assert response.startswith(b"HTTP/1.1 415"), response[:200]
+    assert b"image/gif" in response
+    row = TempUpload.objects.get()
+    assert row.state == State.FAILED
+    assert row.size == 0
+    assert_clean()
+
+
+@pytest.mark.server
+def test_real_server_rejects_and_cleans_up(server, assert_clean):
+    body, content_type = multipart({"file": ("a.png", GIF)})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request_head("/png-only/", content_type, len(body), server.port) + body)
+        response = read_response(sock)
+
+    assert response.startswith(b"HTTP/1.1 415"), response[:200]
+    assert TempUpload.objects.get().state == State.FAILED
+    assert_clean()
