@@ -76,11 +76,7 @@ def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_tempstore.W001",
             )
         ]
-    smaller = [
-        cls
-        for cls in classes
-        if getattr(cls, "chunk_size", None) and cls.chunk_size < conf.CHUNK_SIZE
-    ]
+    smaller = [cls for cls in classes if 0 < getattr(cls, "chunk_size", 0) < conf.CHUNK_SIZE]
     if any(issubclass(cls, MemoryFileUploadHandler) for cls in smaller):
         return [
             Warning(
@@ -102,8 +98,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     if MIDDLEWARE not in middleware:
         return [
             Warning(
-                f"{MIDDLEWARE} is not in MIDDLEWARE: refused uploads answer 400, "
-                "not 413 or 507.",
+                f"{MIDDLEWARE} is not in MIDDLEWARE: refused uploads answer 400, not 413 or 507.",
                 hint=f"Add it above {CSRF_MIDDLEWARE}.",
                 id="django_tempstore.W003",
             )

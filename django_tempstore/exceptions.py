@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import BadRequest
+from django.template.defaultfilters import filesizeformat
 
 
 class UploadRejected(BadRequest):
@@ -13,29 +14,47 @@ class UploadRejected(BadRequest):
     """
 
     status = 400
+    #: A stable identifier for clients, sent in the JSON answer.
+    code = "upload_rejected"
     #: A short sentence telling the client what to do.
     message = "The upload was refused."
 
-    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, status: int | None = None, reason: str = ""
+    ) -> None:
         if message is not None:
             self.message = message
         if status is not None:
             self.status = status
+        #: Why, for the row's ``reason`` and the logs (not sent to the client).
+        self.reason = reason or self.message
         super().__init__(self.message)
 
 
 class FileTooLarge(UploadRejected):
     status = 413
-    message = "The file is larger than this site accepts."
+    code = "file_too_large"
+    message = "The file is larger than this site accepts. Send a smaller file."
+
+    @classmethod
+    def for_limit(cls, limit: int) -> FileTooLarge:
+        """The refusal of a file larger than ``limit`` bytes, naming the limit."""
+        return cls(
+            f"The file is larger than the {filesizeformat(limit)} this site accepts. "
+            "Send a smaller file.",
+            reason=f"the file is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
+        )
 
 
 class InsufficientStorage(UploadRejected):
     status = 507
+    code = "insufficient_storage"
     message = "The server has no room for this upload right now. Try again later."
 
 
 class ValidationRejected(UploadRejected):
     status = 422
+    code = "validation_rejected"
     message = "The file was refused."
 
 

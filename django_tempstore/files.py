@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from django.core.files.uploadedfile import UploadedFile
 
@@ -14,8 +15,12 @@ from .storage import same_file
 if TYPE_CHECKING:
     from django.core.files.storage import Storage
 
+    _UploadedFile = UploadedFile[bytes]
+else:  # Django's classes are not subscriptable at run time.
+    _UploadedFile = UploadedFile
 
-class TempStoreUploadedFile(UploadedFile):
+
+class TempStoreUploadedFile(_UploadedFile):
     """An upload streamed to a tracked temp file in ``TEMPSTORE_DIR``.
 
     It behaves like Django's ``TemporaryUploadedFile``; in addition it can be
@@ -23,14 +28,16 @@ class TempStoreUploadedFile(UploadedFile):
     closed when the request ends.
     """
 
+    file: IO[bytes]
+
     def __init__(
         self,
         temp_upload: TempUpload,
-        file: object,
+        file: IO[bytes],
         name: str | None,
         content_type: str | None,
         charset: str | None,
-        content_type_extra: dict[str, str] | None = None,
+        content_type_extra: dict[str, bytes] | None = None,
     ) -> None:
         super().__init__(file, name, content_type, 0, charset, content_type_extra)
         self.temp_upload = temp_upload
@@ -69,10 +76,8 @@ class TempStoreUploadedFile(UploadedFile):
 
     def close(self) -> None:
         self._notice_move()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.file.close()
-        except FileNotFoundError:
-            pass
 
     def _notice_move(self) -> None:
         """Record where the temp file went if a Django storage moved it.

@@ -36,13 +36,17 @@ class TempStoreUploadHandler(FileUploadHandler):
         self._hash: Any = None
         self._validation: validators.FileValidation | None = None
         self._next_heartbeat = 0.0
+        #: The most a file can grow to: the body's length, TEMPSTORE_MAX_FILE_SIZE.
+        self._bound = self.max_file_size
+        #: Bytes of the current file covered by its quota reservation.
+        self._covered = 0
 
     def handle_raw_input(
         self,
         input_data: Any,
         META: dict[str, Any],
         content_length: int,
-        boundary: bytes,
+        boundary: str,
         encoding: str | None = None,
     ) -> None:
         try:
@@ -50,6 +54,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         except UploadRejected as exc:
             self._note_rejection(exc)
             raise
+        if content_length:
+            self._bound = min(content_length, self._bound or content_length)
 
     def new_file(
         self,
@@ -58,13 +64,14 @@ class TempStoreUploadHandler(FileUploadHandler):
         content_type: str,
         content_length: int | None,
         charset: str | None = None,
-        content_type_extra: dict[str, str] | None = None,
+        content_type_extra: dict[str, bytes] | None = None,
     ) -> None:
         super().new_file(
             field_name, file_name, content_type, content_length, charset, content_type_extra
         )
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
-            self._reject(FileTooLarge())
+            self._reject(FileTooLarge.for_limit(self.max_file_size))
+        self._covered = 0
         upload = lifecycle.start(
             original_name=file_name,
             content_type=content_type,
@@ -93,15 +100,16 @@ class TempStoreUploadHandler(FileUploadHandler):
         size = start + len(raw_data)
         upload = self.file.temp_upload
         if self.max_file_size is not None and size > self.max_file_size:
-            self._abort(FileTooLarge(), "the file is larger than TEMPSTORE_MAX_FILE_SIZE")
-        if size > upload.reserved:
+            too_large = FileTooLarge.for_limit(self.max_file_size)
+            self._abort(too_large, too_large.reason)
+        if size > self._covered:
             try:
-                quota.reserve(upload, quota.block_for(size - upload.reserved))
-            except InsufficientStorage as exc:
-                self._abort(exc, "TEMPSTORE_QUOTA is used up")
+                self._covered = quota.cover(upload, size, bound=self._bound)
+            except UploadRejected as exc:
+                self._abort(exc, exc.reason)
         self._validate("chunk", raw_data, start)
         try:
-            self.file.file.write(raw_data)
+            _write_all(self.file.file, raw_data)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._abort(InsufficientStorage(), "the temp disk is full")
@@ -153,6 +161,16 @@ class TempStoreUploadHandler(FileUploadHandler):
     def _note_rejection(self, exc: UploadRejected) -> None:
         if self.request is not None:
             self.request._tempstore_rejection = exc  # type: ignore[attr-defined]
+            # Django's error views read request.POST again (their CSRF check):
+            # that must neither parse the rest of the body nor raise again.
+            self.request._mark_post_parse_error()  # type: ignore[attr-defined]
+
+
+def _write_all(fh: Any, data: bytes) -> None:
+    """Write all of ``data``: an unbuffered file may write less (a disk filling up)."""
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view) :]
 
 
 def _track(request: HttpRequest, file: TempStoreUploadedFile) -> None:

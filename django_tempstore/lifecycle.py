@@ -72,9 +72,7 @@ def start(
 
 
 def _pending(upload: TempUpload) -> Any:
-    return TempUpload.objects.using(conf.DATABASE).filter(
-        pk=upload.pk, state__in=PENDING_STATES
-    )
+    return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
 
 
 def heartbeat(upload: TempUpload, size: int) -> None:
@@ -92,9 +90,9 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
         "updated_at": now,
         "expires_at": now + conf.COMPLETE_TTL,
     }
-    TempUpload.objects.using(conf.DATABASE).filter(
-        pk=upload.pk, state=State.RECEIVING
-    ).update(**fields)
+    TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING).update(
+        **fields
+    )
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)
@@ -117,7 +115,8 @@ def keep(upload: TempUpload, ttl: float | None = None) -> None:
 def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> bool:
     """Move a pending upload to a terminal ``state``; False if already closed.
 
-    Releases the upload's quota reservation. Does not touch the file.
+    Releases the upload's quota reservation in the same transaction as the
+    row's change. Does not touch the file.
     """
     now = timezone.now()
     values = {
@@ -128,29 +127,32 @@ def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> 
         "closed_at": now,
         **fields,
     }
-    if not _pending(upload).update(**values):
+    if not quota.settle(_pending(upload), upload, values):
         return False
-    reserved = upload.reserved
     for key, value in values.items():
         setattr(upload, key, value)
-    quota.release(reserved)
     return True
 
 
 def discard(upload: TempUpload, reason: str = "") -> bool:
     """Delete a pending upload's temp file; False if it was already closed."""
+    if not upload.is_pending:
+        return False
+    # The file goes before its quota is released, so the quota bounds the disk.
+    unlink(upload.path)
     if not close(upload, State.DISCARDED, reason):
         return False
-    unlink(upload.path)
     signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)
     return True
 
 
 def fail(upload: TempUpload, reason: str) -> bool:
     """Abort an upload that could not be received; delete its partial file."""
-    if not close(upload, State.FAILED, reason):
+    if not upload.is_pending:
         return False
     unlink(upload.path)
+    if not close(upload, State.FAILED, reason):
+        return False
     signals.upload_failed.send(sender=TempUpload, upload=upload, reason=reason)
     return True
 
@@ -170,7 +172,10 @@ def _unwrap(storage: Storage) -> Storage:
 
 
 def _plain_filesystem(storage: Storage) -> bool:
-    return isinstance(storage, FileSystemStorage) and type(storage)._save is FileSystemStorage._save
+    if not isinstance(storage, FileSystemStorage):
+        return False
+    # A subclass that overrides _save() must get to run it.
+    return type(storage)._save is FileSystemStorage._save  # type: ignore[attr-defined]
 
 
 def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> str:
@@ -202,16 +207,45 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
             unlink(upload.path)
+            # Only now: a rollback undoes the persist, and receivers must not
+            # act on a file that is about to be deleted.
+            _announce_persisted(upload, final, storage)
 
         transaction.on_commit(committed, using=conf.DATABASE)
     else:
         unlink(upload.path)
-    signals.upload_persisted.send(sender=TempUpload, upload=upload, name=final, storage=storage)
+        _announce_persisted(upload, final, storage)
     return final
 
 
+def _announce_persisted(upload: TempUpload, name: str, storage: Storage) -> None:
+    signals.upload_persisted.send(sender=TempUpload, upload=upload, name=name, storage=storage)
+
+
+def _fit_name(name: str, location: str) -> str:
+    """Shorten ``name``'s last part to the filesystem's byte limit, keeping its extension.
+
+    A client's 255-character filename can be 765 bytes in UTF-8; left alone it
+    would make persist() fail with ENAMETOOLONG.
+    """
+    try:
+        name_max = os.pathconf(location, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    head, _, base = name.rpartition("/")
+    if len(os.fsencode(base)) <= name_max:
+        return name
+    stem, ext = os.path.splitext(base)
+    if len(os.fsencode(ext)) > 16:
+        stem, ext = base, ""
+    # Room for the "_<7 chars>" get_available_name() adds to a taken name.
+    budget = max(name_max - len(os.fsencode(ext)) - 8, 1)
+    stem = os.fsencode(stem)[:budget].decode("utf-8", "ignore") or "file"
+    return f"{head}/{stem}{ext}" if head else stem + ext
+
+
 def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
-    name = storage.generate_filename(name)
+    name = _fit_name(storage.generate_filename(name), str(storage.location))
     while True:
         name = storage.get_available_name(name)
         target = Path(storage.path(name))

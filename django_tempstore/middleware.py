@@ -16,7 +16,9 @@ def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpRespons
     """The answer to a refused upload: a short message, JSON if the client asks."""
     response: HttpResponse
     if "json" in request.headers.get("Accept", ""):
-        response = JsonResponse({"error": exc.message, "status": exc.status}, status=exc.status)
+        response = JsonResponse(
+            {"error": exc.message, "code": exc.code, "status": exc.status}, status=exc.status
+        )
     else:
         response = HttpResponse(
             exc.message + "\n", content_type="text/plain; charset=utf-8", status=exc.status
@@ -51,8 +53,10 @@ class TempStoreMiddleware:
         return self._answer(request, await self.get_response(request))
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        # A refusal raised where Django turns exceptions into a 400 (the CSRF
+        # check, another middleware) was noted on the request by the handler.
         exc = getattr(request, "_tempstore_rejection", None)
-        if exc is None:
+        if exc is None or response.status_code == exc.status:
             return response
         return rejection_response(request, exc)
 

@@ -183,4 +183,3 @@ class QuotaCounter(models.Model):
 
     def __str__(self) -> str:
         return self.scope
-

@@ -2,7 +2,9 @@
 
 - ``upload_received``: the file is complete on disk.
 - ``upload_persisted``: the file was stored permanently; kwargs ``name`` (the
-  final name) and ``storage`` (the Storage it went to).
+  final name) and ``storage`` (the Storage it went to, None when a Django
+  storage moved the file itself). Inside a transaction it is sent on commit,
+  and never if the transaction rolls back.
 - ``upload_discarded``: the temp file was deleted without being persisted;
   kwarg ``reason`` (a short text, "" for the end of a request).
 - ``upload_failed``: the upload was aborted while receiving; kwarg ``reason``.

@@ -1,6 +1,7 @@
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+from django_tempstore.asgi import get_asgi_application  # noqa: E402
+
 application = get_asgi_application()

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.files.uploadhandler import SkipFile, StopUpload, FileUploadHandler
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
 from django.test import override_settings
 
 from django_tempstore import signals

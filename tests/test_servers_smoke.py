@@ -8,12 +8,13 @@ import socket
 import pytest
 
 from django_tempstore.models import State, TempUpload
+from tests.conftest import temp_files
 from tests.servers import multipart, request_head, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
 
-def test_upload_through_a_real_server_is_discarded(server, assert_clean):
+def test_upload_through_a_real_server_is_discarded(server, tempstore_dirs, assert_clean):
     body, content_type = multipart({"file": ("a.bin", b"x" * 100_000)})
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request_head("/accept/", content_type, len(body), server.port) + body)
@@ -23,6 +24,8 @@ def test_upload_through_a_real_server_is_discarded(server, assert_clean):
     head, _, payload = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(payload)["file"][0]["size"] == 100_000
-    # uvicorn may close the socket before Django closes the response: poll.
-    assert wait_until(lambda: TempUpload.objects.filter(state=State.DISCARDED).exists())
+    # Under ASGI the response is sent before Django closes the request, and the
+    # row is closed just before the file is unlinked.
+    assert wait_until(lambda: TempUpload.objects.get().state == State.DISCARDED, timeout=10)
+    assert wait_until(lambda: not temp_files(tempstore_dirs), timeout=10)
     assert_clean()

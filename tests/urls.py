@@ -10,6 +10,7 @@ urlpatterns = [
     path("accept/", views.accept),
     path("explode/", views.explode),
     path("persist/", views.persist),
+    path("persist-every/", views.persist_every),
     path("keep/", views.keep),
     path("model-save/", views.model_save),
     path("storage-save/", views.storage_save),
@@ -21,4 +22,5 @@ urlpatterns = [
     path("txt/", views.txt_and_project_rules),
     path("digest-field/", views.digest_field),
     path("promote/", views.promote),
+    path("drf/", views.DRFUpload.as_view()),
 ]

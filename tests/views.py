@@ -9,6 +9,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from django_tempstore.promotion import promote_later
 from django_tempstore.validators import (
@@ -53,6 +56,19 @@ def explode(request: HttpRequest) -> HttpResponse:
 def persist(request: HttpRequest) -> JsonResponse:
     upload = request.FILES["file"]
     return JsonResponse({"name": upload.persist("persisted/" + upload.name)})
+
+
+@csrf_exempt
+def persist_every(request: HttpRequest) -> JsonResponse:
+    """Persist every file under its own (client-given) name."""
+    return JsonResponse(
+        {
+            "files": [
+                {"temp": f.temporary_file_path(), "name": f.persist(f.name)}
+                for f in request.FILES.values()
+            ]
+        }
+    )
 
 
 @csrf_exempt
@@ -137,3 +153,13 @@ def digest_field(request: HttpRequest) -> JsonResponse:
 def promote(request: HttpRequest) -> JsonResponse:
     upload = request.FILES["file"]
     return JsonResponse({"id": promote_later(upload, "promoted/" + upload.name)})
+class DRFUpload(APIView):
+    """The body is first parsed by Django REST framework's MultiPartParser."""
+
+    parser_classes = [MultiPartParser]
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    def post(self, request: object) -> Response:
+        files = request.data.getlist("file")  # type: ignore[attr-defined]
+        return Response({"file": [{"name": f.name, "size": f.size} for f in files]})

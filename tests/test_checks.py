@@ -1,0 +1,163 @@
+"""One test per system check id, plus registration and unique ids."""
+
+from __future__ import annotations
+
+import os
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.checks import registry
+from django.core.management import call_command
+
+from django_tempstore import checks
+from django_tempstore.handlers import TempStoreUploadHandler
+
+HANDLER = "django_tempstore.handlers.TempStoreUploadHandler"
+MEMORY = "django.core.files.uploadhandler.MemoryFileUploadHandler"
+TEMPORARY = "django.core.files.uploadhandler.TemporaryFileUploadHandler"
+
+
+def ids(messages) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_default_test_settings_pass_every_check(tempstore_dirs):
+    tempstore_dirs.mkdir(mode=0o700, parents=True)
+    assert checks.check_dir() == []
+    assert checks.check_handlers() == []
+    assert checks.check_middleware() == []
+    assert checks.check_atomic_requests() == []
+
+
+def test_e001_dir_cannot_be_created(settings, tmp_path: Path):
+    settings.TEMPSTORE_DIR = tmp_path / "missing" / "deeper" / "tempstore"
+    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+
+
+def test_e001_dir_is_a_file(settings, tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    settings.TEMPSTORE_DIR = tmp_path / "file"
+    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+
+
+def test_e001_dir_is_not_writable(settings, tmp_path: Path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write to a read-only directory")
+    path = tmp_path / "ro"
+    path.mkdir(mode=0o500)
+    settings.TEMPSTORE_DIR = path
+    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+
+
+def test_missing_dir_with_writable_parent_passes(settings, tmp_path: Path):
+    settings.TEMPSTORE_DIR = tmp_path / "created-on-first-use"
+    assert checks.check_dir() == []
+
+
+def test_e002_world_writable_dir(settings, tmp_path: Path):
+    path = tmp_path / "open"
+    path.mkdir()
+    path.chmod(0o777)
+    settings.TEMPSTORE_DIR = path
+    messages = checks.check_dir()
+    assert ids(messages) == ["django_tempstore.E002"]
+    assert "chmod 700" in messages[0].hint
+
+
+def test_w001_handler_missing(settings):
+    settings.FILE_UPLOAD_HANDLERS = [MEMORY, TEMPORARY]
+    assert ids(checks.check_handlers()) == ["django_tempstore.W001"]
+
+
+def test_w001_accepts_a_subclass_and_ignores_unimportable_handlers(settings):
+    settings.FILE_UPLOAD_HANDLERS = ["no.such.Handler", "tests.test_checks.SubHandler"]
+    assert checks.check_handlers() == []
+
+
+def test_w002_memory_handler_caps_the_chunk_size(settings):
+    settings.FILE_UPLOAD_HANDLERS = [MEMORY, HANDLER]
+    messages = checks.check_handlers()
+    assert ids(messages) == ["django_tempstore.W002"]
+    assert "64 KiB" in messages[0].msg
+
+
+def test_w002_not_raised_when_chunk_size_is_small_anyway(settings):
+    settings.FILE_UPLOAD_HANDLERS = [MEMORY, HANDLER]
+    settings.TEMPSTORE_CHUNK_SIZE = 64 * 1024
+    assert checks.check_handlers() == []
+
+
+def test_w003_middleware_missing(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != checks.MIDDLEWARE]
+    assert ids(checks.check_middleware()) == ["django_tempstore.W003"]
+
+
+def test_w003_middleware_below_csrf(settings):
+    rest = [m for m in settings.MIDDLEWARE if m != checks.MIDDLEWARE]
+    settings.MIDDLEWARE = [*rest, checks.MIDDLEWARE]
+    messages = checks.check_middleware()
+    assert ids(messages) == ["django_tempstore.W003"]
+    assert "below" in messages[0].msg
+
+
+def test_w004_atomic_requests(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "ATOMIC_REQUESTS", True)
+    assert ids(checks.check_atomic_requests()) == ["django_tempstore.W004"]
+
+
+def test_w004_not_raised_for_a_separate_alias(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "ATOMIC_REQUESTS", True)
+    second = {**settings.DATABASES["default"], "ATOMIC_REQUESTS": False}
+    monkeypatch.setitem(settings.DATABASES, "tempstore", second)
+    settings.TEMPSTORE_DATABASE = "tempstore"
+    assert checks.check_atomic_requests() == []
+
+
+def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: Path):
+    registered = registry.registry.get_checks()
+    for check in (
+        checks.check_dir,
+        checks.check_handlers,
+        checks.check_middleware,
+        checks.check_atomic_requests,
+    ):
+        assert check in registered
+    settings.FILE_UPLOAD_HANDLERS = [TEMPORARY]
+    out, err = StringIO(), StringIO()
+    call_command("check", stdout=out, stderr=err)
+    assert "django_tempstore.W001" in out.getvalue() + err.getvalue()
+
+
+def test_check_ids_are_unique_and_all_documented():
+    source = Path(checks.__file__).read_text()
+    found = re.findall(r'id="(django_tempstore\.[EW]\d{3})"', source)
+    per_function = {}
+    for name in ("check_dir", "check_handlers", "check_middleware", "check_atomic_requests"):
+        body = source.split(f"def {name}(")[1].split("\ndef ")[0]
+        per_function[name] = set(re.findall(r'id="(django_tempstore\.[EW]\d{3})"', body))
+    # An id belongs to one check function only.
+    all_ids = [i for group in per_function.values() for i in group]
+    assert len(all_ids) == len(set(all_ids))
+    assert set(found) == {
+        "django_tempstore.E001",
+        "django_tempstore.E002",
+        "django_tempstore.W001",
+        "django_tempstore.W002",
+        "django_tempstore.W003",
+        "django_tempstore.W004",
+    }
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for check_id in set(found):
+        assert f"`{check_id}`" in readme
+
+
+def test_no_missing_migrations(db):
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+class SubHandler(TempStoreUploadHandler):
+    """A project's own subclass counts as the handler."""
