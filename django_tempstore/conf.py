@@ -97,6 +97,11 @@ class Settings:
         )
 
     @property
+    def SWEEP_ON_WORKER_START(self) -> bool:
+        """Run a startup sweep when a Celery worker is ready."""
+        return bool(getattr(settings, "TEMPSTORE_SWEEP_ON_WORKER_START", False))
+
+    @property
     def DATABASE(self) -> str:
         """The database alias that holds the bookkeeping rows."""
         return str(getattr(settings, "TEMPSTORE_DATABASE", "default"))

@@ -22,7 +22,7 @@ from django.utils.functional import LazyObject, empty
 from . import quota, signals
 from .conf import conf
 from .models import PENDING_STATES, State, TempUpload
-from .storage import link_atomic, new_name, unlink
+from .storage import current_umask, link_atomic, new_name, unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -256,10 +256,21 @@ def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemSto
         else:
             os.makedirs(target.parent, exist_ok=True)
         try:
-            link_atomic(upload.path, target, mode=storage.file_permissions_mode)
+            link_atomic(upload.path, target, mode=_file_mode(storage))
         except FileExistsError:
             continue  # Taken between get_available_name() and now: pick again.
         return name.replace("\\", "/")
+
+
+def _file_mode(storage: FileSystemStorage) -> int:
+    """The mode Django would give a new file: the storage's, else 0666 less the umask.
+
+    The temp file is 0600, and a hard link shares its inode, so the mode is
+    always set explicitly.
+    """
+    if storage.file_permissions_mode is not None:
+        return int(storage.file_permissions_mode)
+    return 0o666 & ~current_umask()
 
 
 def rollback_uncommitted(upload: TempUpload) -> None:

@@ -91,6 +91,20 @@ def free_space(path: Path | None = None) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # No /proc: read it by setting it, then restore it.
+    os.umask(mask)
+    return mask
+
+
 def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
     """Make ``source``'s bytes appear at ``target`` all at once, never overwriting.
 

@@ -87,6 +87,11 @@ LOGGING = {
         "django_tempstore": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+# A Celery worker started by a test may be told to sweep when it is ready.
+TEMPSTORE_SWEEP_ON_WORKER_START = os.environ.get("TEMPSTORE_TEST_SWEEP_ON_WORKER_START") == "1"
+# A server started by a test may be given a quota.
+if os.environ.get("TEMPSTORE_TEST_QUOTA"):
+    TEMPSTORE_QUOTA = int(os.environ["TEMPSTORE_TEST_QUOTA"])
 
 # A server or worker started by a test may be given extra settings as JSON.
 globals().update(json.loads(os.environ.get("TEMPSTORE_TEST_SETTINGS") or "{}"))

@@ -10,8 +10,9 @@ import stat
 import pytest
 from asgiref.sync import async_to_sync
 
+from django_tempstore import quota
 from django_tempstore.asgi import TempStoreASGIHandler, max_body_size
-from django_tempstore.models import State, TempUpload
+from django_tempstore.models import QuotaCounter, State, TempUpload
 from tests.servers import multipart
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,13 +117,25 @@ def test_chunked_body_over_the_limit_is_refused_while_spooling(settings, assert_
 
 
 def test_body_larger_than_the_free_quota_is_refused_with_507(settings, assert_clean):
-    settings.TEMPSTORE_QUOTA = 10_000
+    settings.TEMPSTORE_QUOTA = 30_000
+    QuotaCounter.objects.create(scope=quota.SCOPE, used=20_000)  # held by other uploads
     body, content_type = multipart({"file": ("a.bin", b"x" * 20_000)})
 
     status, headers, _, read = call(body, content_type, length=len(body))
 
     assert status == 507
     assert headers[b"Retry-After"] == b"60"
+    assert read == 0
+    assert_clean()
+
+
+def test_body_larger_than_the_whole_quota_is_refused_with_413(settings, assert_clean):
+    settings.TEMPSTORE_QUOTA = 10_000
+    body, content_type = multipart({"file": ("a.bin", b"x" * 20_000)})
+
+    status, _, _, read = call(body, content_type, length=len(body))
+
+    assert status == 413
     assert read == 0
     assert_clean()
 

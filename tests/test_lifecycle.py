@@ -225,3 +225,15 @@ def test_pending_lists_only_live_states(db):
         "complete",
         "kept",
     }
+
+
+def test_persist_without_upload_permissions_uses_the_umask(client, settings, assert_clean):
+    settings.FILE_UPLOAD_PERMISSIONS = None
+    old = os.umask(0o027)
+    try:
+        name = client.post("/persist/", {"file": upload("m.bin")}).json()["name"]
+    finally:
+        os.umask(old)
+
+    assert stat.S_IMODE((settings.MEDIA_ROOT / name).stat().st_mode) == 0o640
+    assert_clean()

@@ -138,7 +138,10 @@ def test_quota_is_strict_across_worker_processes(tmp_path, settings, tempstore_d
     def client(job: tuple[str, int]):
         name, size = job
         body = multipart_one(name, os.urandom(size))
-        return name, size, post(server.port, "/accept/", body, content_type(),
+        # /keep/ holds every accepted upload until the end: the demand on the
+        # quota only grows, so some uploads must be refused, however the
+        # clients interleave.
+        return name, size, post(server.port, "/keep/?ttl=600", body, content_type(),
                                 piece=16384, midway=halfway.wait)  # fmt: skip
 
     with gunicorn_with(
@@ -152,6 +155,8 @@ def test_quota_is_strict_across_worker_processes(tmp_path, settings, tempstore_d
         finally:
             stop.set()
             watcher.join()
+        for row in TempUpload.objects.filter(state=State.KEPT):
+            row.discard()
         assert wait_until(lambda: settled(tempstore_dirs))
 
     accepted = [(n, s) for n, s, a in results if a.status == 200]
@@ -160,7 +165,7 @@ def test_quota_is_strict_across_worker_processes(tmp_path, settings, tempstore_d
     assert accepted and rejected
     for _name, size, answer in results:
         if answer.status == 200:
-            assert answer.json()["file"][0]["size"] == size
+            assert TempUpload.objects.get(pk=answer.json()["id"]).size == size
         else:
             assert answer.headers["retry-after"]
             assert answer.json()["code"] == "insufficient_storage"

@@ -153,6 +153,8 @@ def digest_field(request: HttpRequest) -> JsonResponse:
 def promote(request: HttpRequest) -> JsonResponse:
     upload = request.FILES["file"]
     return JsonResponse({"id": promote_later(upload, "promoted/" + upload.name)})
+
+
 class DRFUpload(APIView):
     """The body is first parsed by Django REST framework's MultiPartParser."""
 

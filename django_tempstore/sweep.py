@@ -1,0 +1,478 @@
+"""The sweep: remove what the end of a request could not (expired, dead, orphaned files).
+
+``sweep()`` is the one service behind ``manage.py sweep_temp``, the Celery task,
+the startup hooks and the admin. It is safe to run at any moment and from several
+places at once:
+
+- rows are closed with ``lifecycle.close()``, a conditional UPDATE on the pending
+  states, so two sweeps (or a sweep and a request) never both close one upload;
+  only what this sweep actually closed or unlinked is counted;
+- files are deleted only after the transaction that closed their row commits;
+- only regular files whose name matches ``storage.NAME_RE``, directly inside
+  ``TEMPSTORE_DIR``, are deleted; a symlink is never followed (nor removed);
+- the directory is read with ``os.scandir`` and the table in keyset batches,
+  so memory stays constant whatever the number of files and rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from . import lifecycle, quota, signals
+from .conf import conf
+from .models import PENDING_STATES, TERMINAL_STATES, QuotaCounter, State, SweepRun, TempUpload
+from .storage import NAME_RE
+
+logger = logging.getLogger("django_tempstore")
+
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+#: Rows read (and closed in one transaction) per query; names looked up per query.
+BATCH_SIZE = 500
+#: File names looked up per query by the orphan pass.
+ORPHAN_BATCH_SIZE = 2000
+#: How many foreign names a report keeps as examples.
+FOREIGN_EXAMPLES = 20
+
+#: What a sweep removes, in the order it runs. Each kind counts items and bytes.
+KINDS = ("expired", "stale", "dead", "missing", "orphan", "history")
+#: Kinds whose items are files on disk (the others are rows only).
+FILE_KINDS = ("expired", "stale", "dead", "orphan")
+
+#: ``on_item(kind, name, nbytes)``: called once per item removed (or that would be).
+ItemCallback = Callable[[str, str, int], None]
+
+KIND_LABELS = {
+    "expired": "expired upload",
+    "stale": "upload with a stopped heartbeat",
+    "dead": "upload of a dead process",
+    "missing": "row whose file vanished",
+    "orphan": "orphan file",
+    "history": "old history row",
+}
+
+
+@dataclass
+class SweepReport:
+    """What one sweep removed (or, with ``dry_run``, would remove), per kind."""
+
+    dry_run: bool = False
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    #: Entries of TEMPSTORE_DIR left alone: a name not ours, a symlink, a directory.
+    foreign: int = 0
+    foreign_examples: list[str] = field(default_factory=list)
+    #: Bytes the quota counter was off by (fixed unless ``dry_run``); None if not checked.
+    quota_drift: int | None = None
+
+    def add(self, kind: str, nbytes: int = 0) -> None:
+        self.counts[kind] += 1
+        self.bytes[kind] += nbytes
+
+    def add_foreign(self, name: str) -> None:
+        self.foreign += 1
+        if len(self.foreign_examples) < FOREIGN_EXAMPLES:
+            self.foreign_examples.append(name)
+
+    @property
+    def total_files(self) -> int:
+        """Temp files deleted (or that would be)."""
+        return sum(self.counts[kind] for kind in FILE_KINDS)
+
+    @property
+    def total_rows(self) -> int:
+        """Rows closed or deleted without a file to delete (vanished files, history)."""
+        return self.counts["missing"] + self.counts["history"]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able form, stored in ``SweepRun.report``."""
+        return {
+            "dry_run": self.dry_run,
+            "counts": dict(self.counts),
+            "bytes": dict(self.bytes),
+            "total_files": self.total_files,
+            "total_rows": self.total_rows,
+            "total_bytes": self.total_bytes,
+            "foreign": self.foreign,
+            "foreign_examples": list(self.foreign_examples),
+            "quota_drift": self.quota_drift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepReport:
+        """Rebuild a report from ``as_dict()`` output (a ``SweepRun.report``)."""
+        report = cls(dry_run=bool(data.get("dry_run", False)))
+        report.counts.update(data.get("counts", {}))
+        report.bytes.update(data.get("bytes", {}))
+        report.foreign = int(data.get("foreign", 0))
+        report.foreign_examples = list(data.get("foreign_examples", []))
+        report.quota_drift = data.get("quota_drift")
+        return report
+
+    def summary(self) -> str:
+        """One human line, e.g. for a log or a command's output."""
+        verb = "Would delete" if self.dry_run else "Deleted"
+        parts = [f"{self.counts[kind]} {kind}" for kind in FILE_KINDS if self.counts[kind]]
+        detail = f" ({', '.join(parts)})" if parts else ""
+        text = (
+            f"{verb} {self.total_files} temp file{'s' if self.total_files != 1 else ''}"
+            f"{detail}, {_human_bytes(self.total_bytes)}"
+        )
+        if self.counts["missing"]:
+            closed = "would close" if self.dry_run else "closed"
+            text += f"; {closed} {self.counts['missing']} row(s) whose file vanished"
+        if self.counts["history"]:
+            text += f"; {verb.lower()} {self.counts['history']} old history row(s)"
+        if self.quota_drift:
+            fixed = "off by" if self.dry_run else "corrected by"
+            text += f"; quota counter {fixed} {self.quota_drift} bytes"
+        if self.foreign:
+            text += f"; left {self.foreign} foreign entr{'ies' if self.foreign != 1 else 'y'}"
+        return text + "."
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def sweep(
+    *,
+    dry_run: bool = False,
+    startup: bool = False,
+    older_than: timedelta | None = None,
+    trigger: str = "api",
+    on_item: ItemCallback | None = None,
+) -> SweepReport:
+    """Remove expired, dead and orphaned temp files and rows; return what was done.
+
+    ``dry_run`` changes nothing and reports what would be removed. ``startup``
+    also removes this host's receiving and complete uploads whose process is
+    gone (run it when the server starts). ``older_than`` overrides
+    ``TEMPSTORE_STALE_AFTER`` and ``TEMPSTORE_ORPHAN_GRACE``. ``trigger`` is
+    recorded on the ``SweepRun`` row ("command", "celery", "startup", ...).
+    ``on_item(kind, name, nbytes)`` is called for each item removed.
+
+    Every call records a ``SweepRun``; an error is recorded there, then raised.
+    """
+    db = conf.DATABASE
+    run = SweepRun.objects.using(db).create(
+        host=conf.HOSTNAME[:255], trigger=trigger[:32], dry_run=dry_run
+    )
+    report = SweepReport(dry_run=dry_run)
+    try:
+        _Sweeper(report, dry_run=dry_run, older_than=older_than, on_item=on_item).run(
+            startup=startup
+        )
+    except BaseException as exc:
+        SweepRun.objects.using(db).filter(pk=run.pk).update(
+            finished_at=timezone.now(),
+            report=report.as_dict(),
+            error="".join(traceback.format_exception_only(type(exc), exc)).strip()[:10000],
+        )
+        raise
+    SweepRun.objects.using(db).filter(pk=run.pk).update(
+        finished_at=timezone.now(), report=report.as_dict()
+    )
+    return report
+
+
+class _Sweeper:
+    def __init__(
+        self,
+        report: SweepReport,
+        *,
+        dry_run: bool,
+        older_than: timedelta | None,
+        on_item: ItemCallback | None,
+    ) -> None:
+        self.report = report
+        self.dry_run = dry_run
+        self.on_item = on_item
+        self.db = conf.DATABASE
+        self.dir = conf.DIR
+        self.host = conf.HOSTNAME
+        self.shared = conf.SHARED_DIR
+        self.now = timezone.now()
+        self.stale_after = conf.STALE_AFTER if older_than is None else older_than
+        self.orphan_grace = conf.ORPHAN_GRACE if older_than is None else older_than
+
+    def run(self, *, startup: bool) -> None:
+        pending = self.rows().filter(state__in=PENDING_STATES)
+        expired = pending.filter(state__in=(State.COMPLETE, State.KEPT), expires_at__lt=self.now)
+        self.close_rows("expired", expired, lambda row: "the upload expired")
+
+        stale = pending.filter(state=State.RECEIVING, updated_at__lt=self.now - self.stale_after)
+        self.close_rows("stale", stale, lambda row: "the upload's heartbeat stopped")
+
+        if startup:
+            # Process ids only mean something on their own host, even with a shared dir.
+            dead = TempUpload.objects.using(self.db).filter(
+                host=self.host, state__in=(State.RECEIVING, State.COMPLETE)
+            )
+            self.close_rows(
+                "dead",
+                dead,
+                lambda row: "the process that received the upload died",
+                keep_if=lambda row: _pid_alive(row.pid),
+            )
+
+        # A request may move its own complete file away (Django's file_move_safe)
+        # before it closes the row: only judge rows that have been quiet a while.
+        missing = pending.filter(
+            state__in=(State.COMPLETE, State.KEPT), updated_at__lt=self.now - self.stale_after
+        )
+        self.close_rows(
+            "missing",
+            missing,
+            lambda row: "the temp file vanished",
+            keep_if=lambda row: os.path.lexists(self.dir / row.name),
+        )
+
+        self.sweep_orphans()
+        self.delete_history()
+
+        if self.dry_run:
+            self.report.quota_drift = _quota_drift()
+        else:
+            self.report.quota_drift = quota.reconcile()
+
+    def rows(self) -> QuerySet[TempUpload]:
+        rows = TempUpload.objects.using(self.db).all()
+        return rows if self.shared else rows.filter(host=self.host)
+
+    def item(self, kind: str, name: str, nbytes: int) -> None:
+        self.report.add(kind, nbytes)
+        if self.on_item is not None:
+            self.on_item(kind, name, nbytes)
+
+    def close_rows(
+        self,
+        kind: str,
+        queryset: QuerySet[TempUpload],
+        reason: Callable[[TempUpload], str],
+        keep_if: Callable[[TempUpload], bool] | None = None,
+    ) -> None:
+        """Close the pending rows of ``queryset`` and delete their files."""
+        for batch in _batches(queryset):
+            batch = [row for row in batch if keep_if is None or not keep_if(row)]
+            ours = []
+            for row in batch:
+                if NAME_RE.match(row.name):
+                    ours.append(row)
+                else:
+                    self.report.add_foreign(row.name)
+            if self.dry_run:
+                for row in ours:
+                    self.item(
+                        kind, row.name, 0 if kind == "missing" else _size(self.dir / row.name)
+                    )
+                continue
+            closed = self.close_batch(kind, ours, reason)
+            for row, state in closed:
+                path = self.dir / row.name
+                nbytes = _size(path) if kind != "missing" else 0
+                if kind != "missing":
+                    with contextlib.suppress(FileNotFoundError):
+                        # Never through a symlink: unlink removes the link, not its target.
+                        os.unlink(path)
+                self.item(kind, row.name, nbytes)
+                signal = (
+                    signals.upload_failed if state == State.FAILED else signals.upload_discarded
+                )
+                signal.send(sender=TempUpload, upload=row, reason=row.reason)
+
+    def close_batch(
+        self,
+        kind: str,
+        rows: list[TempUpload],
+        reason: Callable[[TempUpload], str],
+    ) -> list[tuple[TempUpload, State]]:
+        if not rows:
+            return []
+        closed: list[tuple[TempUpload, State]] = []
+        with transaction.atomic(using=self.db):
+            # Take the quota counter's lock first, as quota.reserve() does: each
+            # close() below releases quota, and a fixed lock order rules out
+            # deadlocks between two sweeps closing overlapping batches. (SQLite
+            # locks the whole database on the first write, and a read first
+            # would make the upgrade fail at once instead of waiting.)
+            if conf.QUOTA is not None and connections[self.db].vendor != "sqlite":
+                list(
+                    QuotaCounter.objects.using(self.db)
+                    .select_for_update()
+                    .filter(scope=quota.SCOPE)
+                    .values_list("pk", flat=True)
+                )
+            for row in rows:
+                state = (
+                    State.FAILED
+                    if row.state == State.RECEIVING or kind == "missing"
+                    else (State.DISCARDED)
+                )
+                if lifecycle.close(row, state, reason(row)):
+                    closed.append((row, state))
+        return closed
+
+    def sweep_orphans(self) -> None:
+        """Delete files with no row, or a terminal row, older than the grace period."""
+        try:
+            # Everything below is relative to this descriptor: nothing outside the
+            # directory can be reached, even if its path is swapped meanwhile.
+            dir_fd = os.open(self.dir, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        except FileNotFoundError:
+            return
+        cutoff = (self.now - self.orphan_grace).timestamp()
+        try:
+            with os.scandir(dir_fd) as entries:
+                batch: list[tuple[str, int]] = []
+                for entry in entries:
+                    candidate = self.orphan_candidate(entry, cutoff)
+                    if candidate is not None:
+                        batch.append(candidate)
+                        if len(batch) >= ORPHAN_BATCH_SIZE:
+                            self.delete_orphans(batch, dir_fd)
+                            batch = []
+                self.delete_orphans(batch, dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def orphan_candidate(self, entry: os.DirEntry[str], cutoff: float) -> tuple[str, int] | None:
+        name = entry.name
+        if not NAME_RE.match(name):
+            self.report.add_foreign(name)
+            return None
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self.report.add_foreign(name)
+            return None
+        if st.st_mtime >= cutoff:
+            return None
+        return name, st.st_size
+
+    def delete_orphans(self, batch: list[tuple[str, int]], dir_fd: int) -> None:
+        if not batch:
+            return
+        # Rows are written before files, so a live upload always has a pending row.
+        known = set(
+            TempUpload.objects.using(self.db)
+            .filter(name__in=[name for name, _ in batch], state__in=PENDING_STATES)
+            .values_list("name", flat=True)
+        )
+        for name, nbytes in batch:
+            if name in known:
+                continue
+            if self.dry_run:
+                self.item("orphan", name, nbytes)
+                continue
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # Another sweep got it first.
+            except OSError:
+                logger.exception("django-tempstore could not delete %s", self.dir / name)
+                continue
+            self.item("orphan", name, nbytes)
+
+    def delete_history(self) -> None:
+        """Delete terminal rows closed more than TEMPSTORE_HISTORY ago, in id batches.
+
+        Every host's: a terminal row has no file, and the delete is conditional.
+        """
+        old = (
+            TempUpload.objects.using(self.db)
+            .filter(state__in=TERMINAL_STATES, closed_at__lt=self.now - conf.HISTORY)
+            .order_by("pk")
+        )
+        last = None
+        while True:
+            page = old if last is None else old.filter(pk__gt=last)
+            ids = list(page.values_list("pk", flat=True)[:BATCH_SIZE])
+            if not ids:
+                return
+            last = ids[-1]
+            if self.dry_run:
+                for _ in ids:
+                    self.report.add("history")
+                continue
+            with transaction.atomic(using=self.db):
+                deleted, _ = old.filter(pk__in=ids).delete()
+            for _ in range(deleted):
+                self.report.add("history")
+
+
+def _batches(queryset: QuerySet[TempUpload]) -> Iterator[list[TempUpload]]:
+    """Yield ``queryset`` in primary-key order, ``BATCH_SIZE`` rows at a time."""
+    queryset = queryset.order_by("pk")
+    last = None
+    while True:
+        page = queryset if last is None else queryset.filter(pk__gt=last)
+        batch = list(page[:BATCH_SIZE])
+        if not batch:
+            return
+        last = batch[-1].pk
+        yield batch
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # Someone else's process: alive.
+    return True
+
+
+def _quota_drift() -> int:
+    db = conf.DATABASE
+    counter = QuotaCounter.objects.using(db).filter(scope=quota.SCOPE).first()
+    held = TempUpload.objects.using(db).pending().aggregate(n=Sum("reserved"))["n"] or 0
+    return int((counter.used if counter else 0) - held)
+
+
+def last_run(*, host: str | None = None) -> SweepRun | None:
+    """The most recent finished ``SweepRun`` (of ``host`` if given), for monitoring."""
+    runs = SweepRun.objects.using(conf.DATABASE).filter(finished_at__isnull=False)
+    if host is not None:
+        runs = runs.filter(host=host)
+    return runs.order_by("-started_at").first()
+
+
+__all__ = ["KINDS", "FILE_KINDS", "SweepReport", "last_run", "sweep"]

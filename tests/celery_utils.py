@@ -1,0 +1,158 @@
+"""Start real Celery workers and beat for a test, on real Redis, in isolation.
+
+Each ``CeleryEnv`` has its own queue names (a random prefix), so tests and
+engineers running at the same time never take each other's messages. Workers and
+beat share the test's database and temp dir (``tests.servers.child_env``)::
+
+    with celery_env(tmp_path) as env:
+        with env.worker(queues=[env.queue]), env.beat({"sweep": {...}}):
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.servers import ROOT, child_env
+
+BROKER = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+APP = "tests.celery_app"
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=timeout)
+
+
+@dataclass
+class CeleryEnv:
+    """Queues and processes of one test; every name carries a random ``prefix``."""
+
+    log_dir: Path
+    broker: str = BROKER
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def queue(self) -> str:
+        """This test's default queue (instead of ``celery``)."""
+        return f"{self.prefix}.default"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return child_env(
+            TEMPSTORE_TEST_BROKER=self.broker, TEMPSTORE_TEST_QUEUE=self.queue, **extra
+        )
+
+    def _start(self, kind: str, args: list[str], env: dict[str, str]) -> Process:
+        log = self.log_dir / f"celery-{kind}-{uuid.uuid4().hex[:6]}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", APP, kind, *args],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        process = Process(proc, log)
+        self.processes.append(process)
+        return process
+
+    @contextlib.contextmanager
+    def worker(
+        self,
+        *,
+        queues: list[str] | None = None,
+        name: str | None = None,
+        pool: str = "solo",
+        loglevel: str = "INFO",
+        timeout: float = 30,
+        **env: str,
+    ) -> Iterator[Process]:
+        """Run a worker until the block ends; return once it is ready to take tasks."""
+        node = f"{name or 'w'}-{self.prefix}@%h"
+        args = [
+            "-P", pool, "-c", "1", "-n", node, "-l", loglevel,
+            "-Q", ",".join(queues or [self.queue]),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        process = self._start("worker", args, self.env(**env))
+        try:
+            _wait_for(process, " ready.", timeout)
+            yield process
+        finally:
+            process.stop()
+
+    @contextlib.contextmanager
+    def beat(
+        self, schedule: dict[str, dict[str, Any]], *, timeout: float = 30, **env: str
+    ) -> Iterator[Process]:
+        """Run beat with ``schedule`` (``CELERY_BEAT_SCHEDULE`` entries, schedules in seconds)."""
+        sched_file = self.log_dir / f"beat-{self.prefix}-{uuid.uuid4().hex[:6]}"
+        args = ["-s", str(sched_file), "-l", "INFO"]
+        process = self._start(
+            "beat", args, self.env(TEMPSTORE_TEST_BEAT_SCHEDULE=json.dumps(schedule), **env)
+        )
+        try:
+            _wait_for(process, "beat: Starting", timeout)
+            yield process
+        finally:
+            process.stop()
+
+    def cleanup(self) -> None:
+        """Stop what is still running and delete this env's queues from Redis."""
+        for process in self.processes:
+            process.stop()
+        import redis
+
+        client = redis.Redis.from_url(self.broker)
+        try:
+            keys = list(client.scan_iter(f"{self.prefix}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+def _wait_for(process: Process, marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker in process.output():
+            return
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"celery exited with {process.proc.returncode}:\n{process.output()}")
+        time.sleep(0.05)
+    raise RuntimeError(f"celery was not ready within {timeout}s:\n{process.output()}")
+
+
+@contextlib.contextmanager
+def celery_env(log_dir: Path, broker: str = BROKER) -> Iterator[CeleryEnv]:
+    env = CeleryEnv(log_dir, broker)
+    try:
+        yield env
+    finally:
+        env.cleanup()

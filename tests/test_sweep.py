@@ -1,0 +1,280 @@
+"""Each kind of leftover the sweep removes, and what it must never touch."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_tempstore import signals
+from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
+from django_tempstore.sweep import KINDS, SweepReport, sweep
+from tests.sweep_utils import dead_pid, make_orphan, make_upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_kept_upload_past_expiry_is_discarded(tempstore_dirs):
+    upload = make_upload(State.KEPT, size=1234, expires_in=-1)
+
+    report = sweep()
+
+    assert report.counts["expired"] == 1
+    assert report.bytes["expired"] == 1234
+    assert not upload.path.exists()
+    row = TempUpload.objects.get()
+    assert row.state == State.DISCARDED
+    assert row.reason == "the upload expired"
+
+
+def test_complete_upload_past_expiry_is_discarded():
+    upload = make_upload(State.COMPLETE, expires_in=-1)
+
+    assert sweep().counts["expired"] == 1
+    assert not upload.path.exists()
+
+
+def test_upload_not_yet_expired_stays():
+    upload = make_upload(State.KEPT, expires_in=60)
+
+    report = sweep()
+
+    assert report.total_files == 0
+    assert upload.path.exists()
+    assert TempUpload.objects.get().state == State.KEPT
+
+
+def test_receiving_upload_with_stopped_heartbeat_fails(settings):
+    settings.TEMPSTORE_STALE_AFTER = 60
+    upload = make_upload(State.RECEIVING, size=10, age=61, expires_in=None)
+
+    report = sweep()
+
+    assert report.counts["stale"] == 1
+    assert not upload.path.exists()
+    row = TempUpload.objects.get()
+    assert row.state == State.FAILED
+    assert row.reason == "the upload's heartbeat stopped"
+
+
+def test_receiving_upload_with_a_recent_heartbeat_stays(settings):
+    settings.TEMPSTORE_STALE_AFTER = 60
+    upload = make_upload(State.RECEIVING, age=30, expires_in=None)
+
+    assert sweep(startup=True).total_files == 0
+    assert upload.path.exists()
+    assert TempUpload.objects.get().state == State.RECEIVING
+
+
+def test_older_than_overrides_stale_after(settings):
+    settings.TEMPSTORE_STALE_AFTER = 600
+    upload = make_upload(State.RECEIVING, age=30, expires_in=None)
+
+    assert sweep(older_than=timedelta(seconds=10)).counts["stale"] == 1
+    assert not upload.path.exists()
+
+
+def test_startup_removes_uploads_of_dead_processes_of_this_host():
+    pid = dead_pid()
+    receiving = make_upload(State.RECEIVING, pid=pid, expires_in=None)
+    complete = make_upload(State.COMPLETE, pid=pid)
+    kept = make_upload(State.KEPT, pid=pid)
+    alive = make_upload(State.RECEIVING, pid=os.getpid(), expires_in=None)
+    other_host = make_upload(State.RECEIVING, pid=pid, host="elsewhere", expires_in=None)
+
+    assert sweep().counts["dead"] == 0  # not at startup
+    report = sweep(startup=True)
+
+    assert report.counts["dead"] == 2
+    states = dict(TempUpload.objects.values_list("pk", "state"))
+    assert states[receiving.pk] == State.FAILED
+    assert states[complete.pk] == State.DISCARDED
+    assert states[kept.pk] == State.KEPT
+    assert states[alive.pk] == State.RECEIVING
+    assert states[other_host.pk] == State.RECEIVING
+    assert [p.exists() for p in (receiving.path, complete.path, kept.path, alive.path)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_orphan_file_older_than_grace_is_deleted(settings, tempstore_dirs):
+    settings.TEMPSTORE_ORPHAN_GRACE = 3600
+    old = make_orphan(size=77, age=3700)
+    young = make_orphan(age=60)
+
+    report = sweep()
+
+    assert report.counts["orphan"] == 1
+    assert report.bytes["orphan"] == 77
+    assert not (tempstore_dirs / old).exists()
+    assert (tempstore_dirs / young).exists()
+
+
+def test_file_of_a_terminal_row_is_an_orphan(settings):
+    upload = make_upload(State.DISCARDED)
+    os.utime(upload.path, (0, 0))
+
+    assert sweep().counts["orphan"] == 1
+    assert not upload.path.exists()
+
+
+def test_old_file_of_a_pending_row_is_not_an_orphan():
+    upload = make_upload(State.KEPT, expires_in=3600)
+    os.utime(upload.path, (0, 0))
+
+    assert sweep(older_than=timedelta(0)).counts["orphan"] == 0
+    assert upload.path.exists()
+
+
+def test_row_whose_file_vanished_is_closed(settings):
+    settings.TEMPSTORE_STALE_AFTER = 60
+    upload = make_upload(State.KEPT, age=120, with_file=False)
+    recent = make_upload(State.COMPLETE, age=0, with_file=False)
+
+    report = sweep()
+
+    assert report.counts["missing"] == 1
+    assert report.total_files == 0
+    assert TempUpload.objects.get(pk=upload.pk).state == State.FAILED
+    assert TempUpload.objects.get(pk=upload.pk).reason == "the temp file vanished"
+    assert TempUpload.objects.get(pk=recent.pk).state == State.COMPLETE
+
+
+def test_terminal_rows_past_history_are_deleted(settings):
+    settings.TEMPSTORE_HISTORY = 3600
+    old = make_upload(State.PERSISTED, age=3700, with_file=False)
+    young = make_upload(State.FAILED, age=100, with_file=False)
+    pending = make_upload(State.KEPT, age=7200, expires_in=3600)
+
+    report = sweep()
+
+    assert report.counts["history"] == 1
+    assert set(TempUpload.objects.values_list("pk", flat=True)) == {young.pk, pending.pk}
+    assert not TempUpload.objects.filter(pk=old.pk).exists()
+
+
+def test_quota_counter_is_reconciled(settings):
+    settings.TEMPSTORE_QUOTA = 10**9
+    make_upload(State.KEPT, reserved=5000, expires_in=3600)
+    expired = make_upload(State.KEPT, reserved=3000, expires_in=-1)
+    QuotaCounter.objects.create(scope="default", used=5000 + 3000 + 999)
+
+    report = sweep()
+
+    # Closing the expired upload released its 3000; the 999 nobody holds were drift.
+    assert TempUpload.objects.get(pk=expired.pk).state == State.DISCARDED
+    assert report.quota_drift == 999
+    assert QuotaCounter.objects.get().used == 5000
+
+
+def test_dry_run_changes_nothing_and_reports_the_same(settings, tempstore_dirs):
+    settings.TEMPSTORE_QUOTA = 10**9
+    expired = make_upload(State.KEPT, size=100, expires_in=-1, reserved=100)
+    orphan = make_orphan(size=50)
+    QuotaCounter.objects.create(scope="default", used=100 + 7)
+
+    dry = sweep(dry_run=True)
+
+    assert dry.dry_run
+    assert (dry.counts["expired"], dry.counts["orphan"], dry.quota_drift) == (1, 1, 7)
+    assert dry.total_bytes == 150
+    assert expired.path.exists()
+    assert (tempstore_dirs / orphan).exists()
+    assert QuotaCounter.objects.get().used == 107
+    assert TempUpload.objects.get().state == State.KEPT
+    assert dry.summary().startswith("Would delete 2 temp files")
+
+    real = sweep()
+    assert real.counts == dry.counts
+    assert real.bytes == dry.bytes
+    assert real.summary().startswith("Deleted 2 temp files")
+
+
+def test_every_call_records_a_sweep_run():
+    make_orphan()
+    sweep(dry_run=True, trigger="admin")
+    sweep(trigger="command")
+
+    dry, real = SweepRun.objects.order_by("started_at")
+    assert (dry.trigger, dry.dry_run, real.trigger, real.dry_run) == (
+        "admin",
+        True,
+        "command",
+        False,
+    )
+    assert dry.report["counts"]["orphan"] == 1
+    assert real.report["total_files"] == 1
+    assert real.finished_at >= real.started_at
+    assert real.error == ""
+    assert json.loads(json.dumps(real.report)) == real.report
+
+
+def test_a_failed_sweep_records_its_error(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    make_upload(State.KEPT, expires_in=-1)
+    signals.upload_discarded.connect(broken)
+    try:
+        with pytest.raises(RuntimeError):
+            sweep()
+    finally:
+        signals.upload_discarded.disconnect(broken)
+    run = SweepRun.objects.get()
+    assert "disk on fire" in run.error
+    assert run.finished_at is not None
+    assert run.report["counts"]["expired"] == 1
+
+
+def test_report_round_trips_through_as_dict():
+    report = SweepReport()
+    report.add("orphan", 10)
+    report.add("expired", 5)
+    report.add("history")
+    report.add_foreign("notes.txt")
+
+    again = SweepReport.from_dict(json.loads(json.dumps(report.as_dict())))
+
+    assert again == report
+    assert (again.total_files, again.total_bytes, again.total_rows) == (2, 15, 1)
+    assert set(report.as_dict()["counts"]) == set(KINDS)
+
+
+def test_signals_are_sent_once_per_closed_upload():
+    seen = []
+
+    def spy(sender, upload, reason, **kwargs):
+        seen.append((upload.pk, reason))
+
+    expired = make_upload(State.KEPT, expires_in=-1)
+    signals.upload_discarded.connect(spy)
+    try:
+        sweep()
+        sweep()
+    finally:
+        signals.upload_discarded.disconnect(spy)
+    assert seen == [(expired.pk, "the upload expired")]
+
+
+def test_rows_of_another_host_are_not_judged_without_a_shared_dir(settings):
+    settings.TEMPSTORE_SHARED_DIR = False
+    theirs = make_upload(State.KEPT, expires_in=-1, host="other-host")
+
+    assert sweep().counts["expired"] == 0
+    assert TempUpload.objects.get(pk=theirs.pk).state == State.KEPT
+
+    settings.TEMPSTORE_SHARED_DIR = True
+    assert sweep().counts["expired"] == 1
+    assert TempUpload.objects.get(pk=theirs.pk).state == State.DISCARDED
+
+
+def test_expires_at_in_the_future_is_compared_with_now():
+    make_upload(State.KEPT, expires_in=None)
+    TempUpload.objects.update(expires_at=timezone.now() + timedelta(days=1))
+    assert sweep().counts["expired"] == 0
