@@ -7,17 +7,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.db.models.expressions import Combinable
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import lifecycle, quota
+from . import lifecycle, quota, sweep
 from .conf import conf
 from .models import PENDING_STATES, State, SweepRun, TempUpload
 
@@ -89,7 +92,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["original_name", "name", "^digest"]
     date_hierarchy = "created_at"
     list_select_related = ["user"]
-    actions = ["delete_now", "extend_expiry"]
+    actions = ["delete_now", "extend_expiry", "sweep_now"]
     fieldsets = [
         (None, {"fields": ["original_name", "state", "reason", "size", "reserved", "digest"]}),
         (
@@ -218,10 +221,78 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 messages.WARNING,
             )
 
+    @admin.action(
+        description=_("Sweep now (the whole temp store, not only the selection)"),
+        permissions=["delete"],
+    )
+    def sweep_now(self, request: HttpRequest, queryset: QuerySet[TempUpload]) -> HttpResponse:
+        return self.sweep_confirmation(request)
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_sweep"
+        sweep_url = path("sweep/", self.admin_site.admin_view(self.sweep_view), name=name)
+        return [sweep_url, *super().get_urls()]
+
+    def sweep_url(self) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_sweep",
+            current_app=self.admin_site.name,
+        )
+
+    def sweep_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: what a sweep would do (a dry run). POST with ``post=yes``: sweep."""
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            return self.sweep_confirmation(request)
+        changelist = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        try:
+            report = sweep.sweep(trigger="admin")
+        except Exception as exc:
+            # The sweep recorded the error on its SweepRun; say so instead of a 500.
+            self.message_user(
+                request,
+                _("The sweep failed: %(error)s. Its sweep run has the details.") % {"error": exc},
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(changelist)
+        self.message_user(
+            request,
+            ngettext(
+                "Swept the temp store: deleted %(count)d temp file, %(size)s.",
+                "Swept the temp store: deleted %(count)d temp files, %(size)s.",
+                report.total_files,
+            )
+            % {"count": report.total_files, "size": filesizeformat(report.total_bytes)},
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(changelist)
+
+    def sweep_confirmation(self, request: HttpRequest) -> HttpResponse:
+        """The intermediate page: the dry-run report and a button to sweep for real."""
+        report = sweep.sweep(dry_run=True, trigger="admin")
+        data = report.as_dict()
+        counts, sizes = data.get("counts", {}), data.get("bytes", {})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Sweep the temp store?"),
+            "summary": report.summary(),
+            "kinds": [(kind, count, sizes.get(kind, 0)) for kind, count in counts.items()],
+            "sweep_url": self.sweep_url(),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/django_tempstore/sweep_confirmation.html", context)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {**self.summary_context(), **(extra_context or {})}
+        if self.has_delete_permission(request):
+            context["sweep_url"] = self.sweep_url()
         return super().changelist_view(request, extra_context=context)
 
     def summary_context(self) -> dict[str, Any]:

@@ -226,3 +226,68 @@ def test_sweep_runs_are_read_only(admin_client):
     assert admin_client.post(f"{base}{run.pk}/change/", {"host": "x"}).status_code == 403
     assert admin_client.post(f"{base}{run.pk}/delete/", {"post": "yes"}).status_code == 403
     assert SweepRun.objects.get().host == "web-1"
+
+
+SWEEP = CHANGELIST + "sweep/"
+
+
+def expired_upload(client, name: str = "expired.bin") -> TempUpload:
+    upload = kept_upload(client, name)
+    TempUpload.objects.filter(pk=upload.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    return upload
+
+
+def test_sweep_page_shows_the_dry_run_and_deletes_nothing(client, admin_client):
+    expired = expired_upload(client)
+
+    response = admin_client.get(SWEEP)
+
+    assert response.status_code == 200
+    assert "Would delete 1 temp file" in response.context["summary"]
+    assert ("expired", 1, 1000) in response.context["kinds"]
+    assert b'value="Yes, sweep now"' in response.content
+    assert expired.path.exists()
+    assert TempUpload.objects.get(pk=expired.pk).state == State.KEPT
+    assert SweepRun.objects.get().dry_run
+
+
+def test_confirmed_sweep_deletes_expired_uploads_only(client, admin_client):
+    expired = expired_upload(client)
+    kept = kept_upload(client, "still-wanted.bin")
+
+    response = admin_client.post(SWEEP, {"post": "yes"}, follow=True)
+
+    assert messages_of(response) == ["Swept the temp store: deleted 1 temp file, 1000\xa0bytes."]
+    assert not expired.path.exists()
+    assert not TempUpload.objects.get(pk=expired.pk).is_pending
+    assert kept.path.exists()
+    assert TempUpload.objects.get(pk=kept.pk).state == State.KEPT
+    run = response.context["last_sweep"]
+    assert (run.trigger, run.dry_run) == ("admin", False)
+    assert "Removed 1 file, 1000\xa0bytes." in response.content.decode()
+
+
+def test_sweep_action_asks_for_confirmation_first(client, admin_client):
+    expired = expired_upload(client)
+
+    response = admin_client.post(
+        CHANGELIST, {"action": "sweep_now", ACTION_CHECKBOX_NAME: [str(expired.pk)]}
+    )
+
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/django_tempstore/sweep_confirmation.html"
+    assert f'action="{SWEEP}"' in response.content.decode()
+    assert expired.path.exists()
+
+
+def test_sweep_needs_the_delete_permission(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_tempupload"))
+    client.force_login(viewer)
+
+    assert client.get(SWEEP).status_code == 403
+    assert client.post(SWEEP, {"post": "yes"}).status_code == 403
+    assert b"Sweep now" not in client.get(CHANGELIST).content
+    assert not SweepRun.objects.exists()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from django_tempstore.models import State, TempUpload
 from tests.browser import chromium, example_site, missing_browser, screenshot
@@ -132,12 +134,16 @@ def test_refused_upload_says_why_and_leaves_nothing(site, page, tmp_path, settin
     assert not (settings.MEDIA_ROOT / "photos").exists()
 
 
-def test_admin_shows_kept_upload_and_usage_bar(site, page, client, admin_user, settings):
+def keep(client, name: str, size: int) -> TempUpload:
+    response = client.post("/keep/?ttl=3600", {"file": SimpleUploadedFile(name, b"k" * size)})
+    return TempUpload.objects.get(pk=response.json()["id"])
+
+
+def test_admin_shows_kept_upload_and_usage_bar_and_sweeps(site, page, client, admin_user, settings):
     settings.TEMPSTORE_QUOTA = 512 * 1024 * 1024  # as in the example settings
-    response = client.post(
-        "/keep/?ttl=3600", {"file": SimpleUploadedFile("kept-for-later.bin", b"k" * 300_000)}
-    )
-    kept = TempUpload.objects.get(pk=response.json()["id"])
+    expired = keep(client, "expired.bin", 200_000)
+    TempUpload.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    kept = keep(client, "kept-for-later.bin", 300_000)
 
     page.goto(site.url("/admin/login/?next=/admin/django_tempstore/tempupload/"))
     page.fill("#id_username", "admin")
@@ -145,13 +151,31 @@ def test_admin_shows_kept_upload_and_usage_bar(site, page, client, admin_user, s
     page.click("input[type=submit]")
     page.wait_for_selector("#tempstore-summary")
 
-    row = page.locator("#result_list tbody tr").first
-    assert "kept-for-later.bin" in row.inner_text()
+    row = page.locator("#result_list tbody tr", has_text="kept-for-later.bin")
     assert "kept" in row.locator(".tempstore-state").inner_text()
     bar = page.locator(".tempstore-bar[role=progressbar]")
     assert bar.is_visible()
     assert float(bar.get_attribute("aria-valuenow")) > 0
     assert page.locator(".tempstore-bar-fill").bounding_box()["width"] > 0
-    assert "Oldest pending upload: kept-for-later.bin" in page.inner_text(".tempstore-oldest")
+    assert "Oldest pending upload: expired.bin" in page.inner_text(".tempstore-oldest")
     screenshot(page, "admin-changelist")
+
+    # The sweep action: a dry run on a confirmation page, then the real sweep.
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "sweep_now")
+    page.click("button[name=index]")
+    page.wait_for_selector(".tempstore-dry-run-summary")
+    assert "Would delete 1 temp file" in page.inner_text(".tempstore-dry-run-summary")
+    assert expired.path.exists()
+    screenshot(page, "admin-sweep-confirmation")
+    page.click("input[value='Yes, sweep now']")
+    page.wait_for_selector("ul.messagelist")
+
+    assert page.inner_text("ul.messagelist") == (
+        "Swept the temp store: deleted 1 temp file, 195.3\xa0KB."
+    )
+    assert not expired.path.exists()
     assert kept.path.exists()
+    assert "expired.bin" not in page.inner_text(".tempstore-oldest")
+    assert "Removed 1 file" in page.inner_text(".tempstore-last-sweep")
+    screenshot(page, "admin-after-sweep")

@@ -54,6 +54,7 @@ def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
         password = re.search(r"password: (\S+)", output).group(1)
         assert f"site:     http://127.0.0.1:{port}/" in output
         assert "login:    demo" in output
+        assert "startup sweep: Deleted 0 temp files" in output
 
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -83,6 +84,8 @@ def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
 
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         assert db.execute("select is_superuser from auth_user where username='demo'").fetchone()
+        runs = db.execute("select trigger, dry_run from django_tempstore_sweeprun").fetchall()
+        assert runs == [("startup", 0)]
 
 
 def test_demo_takes_its_password_from_demo_password(tmp_path):

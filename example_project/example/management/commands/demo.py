@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django_tempstore.sweep import sweep
 
 USERNAME = "demo"
 
@@ -36,6 +37,8 @@ class Command(BaseCommand):
     def handle(self, *, addrport: str, no_serve: bool, verbosity: int, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=max(0, verbosity - 1))
         password = self.demo_admin()
+        # What a previous run left behind (a killed server, expired uploads) goes now.
+        report = sweep(startup=True, trigger="startup")
         host, _, port = addrport.rpartition(":")
         base = f"http://{host or '127.0.0.1'}:{port}/"
         self.stdout.write(
@@ -44,6 +47,7 @@ class Command(BaseCommand):
             + f"  admin:    {base}admin/\n"
             + f"  login:    {USERNAME}\n"
             + f"  password: {password}\n"
+            + f"  startup sweep: {report.summary()}\n"
         )
         if not no_serve:
             call_command("runserver", addrport, use_reloader=False)
