@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import check_password
 
-from tests.servers import ROOT, free_port, wait_for_port
+from tests.servers import ROOT, free_port, wait_for_port, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -123,3 +126,43 @@ def test_celery_app_schedules_the_sweep_task_by_name(tmp_path):
     schedule = json.loads(schedule_line)
     assert schedule["sweep-temp-uploads"]["task"] == "django_tempstore.tasks.sweep_temp_uploads"
     assert broker == "redis://127.0.0.1:6379/13"
+
+
+@pytest.mark.celery
+def test_celery_worker_and_beat_of_the_example_sweep(tmp_path):
+    """The documented Celery setup, run for real: worker-start sweep, then beat's."""
+    queue = f"example-{uuid.uuid4().hex[:10]}"
+    env = example_env(
+        tmp_path,
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
+        CELERY_QUEUE=queue,
+        EXAMPLE_SWEEP_EVERY="1",
+    )
+    manage = [sys.executable, str(EXAMPLE / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+    log = tmp_path / "celery.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "example", "worker", "--beat",
+        "-P", "solo", "-c", "1", "-l", "INFO", "-n", f"{queue}@%h",
+        "-s", str(tmp_path / "beat-schedule"),
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def triggers() -> set[str]:
+        with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
+            return {row[0] for row in db.execute("select trigger from django_tempstore_sweeprun")}
+
+    try:
+        assert wait_until(lambda: {"worker_start", "celery"} <= triggers(), timeout=60), (
+            log.read_text(errors="replace")
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "django_tempstore.tasks.sweep_temp_uploads" in log.read_text(errors="replace")

@@ -84,6 +84,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_IGNORE_RESULT = True
+    CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "celery")
+    TEMPSTORE_SWEEP_ON_WORKER_START = True  # a startup sweep when the worker is ready
     CELERY_BEAT_SCHEDULE = {
         "sweep-temp-uploads": {
             "task": "django_tempstore.tasks.sweep_temp_uploads",
