@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from django.utils.translation import ngettext
 from . import lifecycle, quota, sweep
 from .conf import conf
 from .models import PENDING_STATES, State, SweepRun, TempUpload
+
+logger = logging.getLogger("django_tempstore")
 
 #: Rows a state column sorts by: pending uploads first, then the history.
 PENDING_RANK = Case(
@@ -245,35 +248,25 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         if request.method != "POST" or request.POST.get("post") != "yes":
             return self.sweep_confirmation(request)
-        changelist = reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
-            current_app=self.admin_site.name,
-        )
-        try:
-            report = sweep.sweep(trigger="admin")
-        except Exception as exc:
-            # The sweep recorded the error on its SweepRun; say so instead of a 500.
+        report = self.run_sweep(request, dry_run=False)
+        if report is not None:
             self.message_user(
                 request,
-                _("The sweep failed: %(error)s. Its sweep run has the details.") % {"error": exc},
-                messages.ERROR,
+                ngettext(
+                    "Swept the temp store: deleted %(count)d temp file, %(size)s.",
+                    "Swept the temp store: deleted %(count)d temp files, %(size)s.",
+                    report.total_files,
+                )
+                % {"count": report.total_files, "size": filesizeformat(report.total_bytes)},
+                messages.SUCCESS,
             )
-            return HttpResponseRedirect(changelist)
-        self.message_user(
-            request,
-            ngettext(
-                "Swept the temp store: deleted %(count)d temp file, %(size)s.",
-                "Swept the temp store: deleted %(count)d temp files, %(size)s.",
-                report.total_files,
-            )
-            % {"count": report.total_files, "size": filesizeformat(report.total_bytes)},
-            messages.SUCCESS,
-        )
-        return HttpResponseRedirect(changelist)
+        return HttpResponseRedirect(self.changelist_url())
 
     def sweep_confirmation(self, request: HttpRequest) -> HttpResponse:
         """The intermediate page: the dry-run report and a button to sweep for real."""
-        report = sweep.sweep(dry_run=True, trigger="admin")
+        report = self.run_sweep(request, dry_run=True)
+        if report is None:
+            return HttpResponseRedirect(self.changelist_url())
         data = report.as_dict()
         counts, sizes = data.get("counts", {}), data.get("bytes", {})
         context = {
@@ -286,6 +279,27 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/django_tempstore/sweep_confirmation.html", context)
+
+    def run_sweep(self, request: HttpRequest, *, dry_run: bool) -> sweep.SweepReport | None:
+        """Sweep; on failure, say so in a message (never a 500) and return None."""
+        try:
+            return sweep.sweep(dry_run=dry_run, trigger="admin")
+        except Exception as exc:
+            # The sweep recorded the error on its SweepRun row before raising.
+            logger.exception("django-tempstore's sweep from the admin failed")
+            self.message_user(
+                request,
+                _("The sweep failed: %(error)s. The sweep runs list has the details.")
+                % {"error": exc},
+                messages.ERROR,
+            )
+            return None
+
+    def changelist_url(self) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

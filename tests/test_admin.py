@@ -291,3 +291,17 @@ def test_sweep_needs_the_delete_permission(client, django_user_model):
     assert client.post(SWEEP, {"post": "yes"}).status_code == 403
     assert b"Sweep now" not in client.get(CHANGELIST).content
     assert not SweepRun.objects.exists()
+
+
+def test_a_failing_sweep_is_reported_not_a_500(admin_client, settings, tmp_path):
+    settings.TEMPSTORE_DIR = tmp_path / "not-a-dir"
+    settings.TEMPSTORE_DIR.write_text("a file where the temp dir should be")
+
+    dry = admin_client.get(SWEEP, follow=True)
+    real = admin_client.post(SWEEP, {"post": "yes"}, follow=True)
+
+    for response in (dry, real):
+        assert response.status_code == 200
+        [message] = messages_of(response)
+        assert message.startswith("The sweep failed: ")
+    assert SweepRun.objects.exclude(error="").count() == 2
