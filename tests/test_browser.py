@@ -111,7 +111,9 @@ def test_upload_progress_reaches_100_and_the_images_are_listed(
     assert "photo.png" in page.inner_text("#images")
 
 
-def test_refused_upload_says_why_and_leaves_nothing(site, page, tmp_path, settings, tempstore_dirs):
+def test_refused_upload_says_why_and_leaves_nothing(
+    browser, site, page, tmp_path, settings, tempstore_dirs
+):
     page.goto(site.url("/"))
     page.set_input_files(
         "#id_files",
@@ -132,6 +134,16 @@ def test_refused_upload_says_why_and_leaves_nothing(site, page, tmp_path, settin
     assert wait_until(lambda: no_pending_left(tempstore_dirs))
     assert sorted(TempUpload.objects.values_list("state", flat=True)) == [State.DISCARDED] * 2
     assert not (settings.MEDIA_ROOT / "photos").exists()
+
+    # Without JavaScript the form posts normally and the page says the same.
+    no_js = browser.new_context(java_script_enabled=False).new_page()
+    no_js.goto(site.url("/"))
+    no_js.set_input_files("#id_files", file_of(tmp_path, "notes.txt", b"text"))
+    with no_js.expect_navigation():
+        no_js.click("#upload-button")
+    assert no_js.locator("#upload-errors li").all_inner_texts() == [errors[0]]
+    no_js.context.close()
+    assert wait_until(lambda: no_pending_left(tempstore_dirs))
 
 
 def keep(client, name: str, size: int) -> TempUpload:
