@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,6 +134,40 @@ def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> 
     for key, value in values.items():
         setattr(upload, key, value)
     return True
+
+
+def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list[TempUpload]:
+    """Close many pending uploads at once; return those this call closed.
+
+    A few statements per call, whatever the number of rows (the sweep closes
+    thousands): the UPDATE stamps the rows it closes with a random
+    ``closed_at`` marker, read back in the same transaction, so only rows this
+    call really closed are returned and their reservations released once.
+    """
+    if not uploads:
+        return []
+    by_pk = {upload.pk: upload for upload in uploads}
+    now = timezone.now()
+    marker = now.replace(microsecond=secrets.randbelow(1_000_000))
+    rows = TempUpload.objects.using(conf.DATABASE).filter(pk__in=list(by_pk))
+    with transaction.atomic(using=conf.DATABASE):
+        quota.lock_counter()
+        if not rows.filter(state__in=PENDING_STATES).update(
+            state=state, reason=reason, updated_at=now, closed_at=marker
+        ):
+            return []
+        closed = list(rows.filter(state=state, closed_at=marker).values_list("pk", "reserved"))
+        held = sum(reserved for _, reserved in closed)
+        if held:
+            rows.filter(pk__in=[pk for pk, _ in closed]).update(reserved=0)
+            quota.release(held)
+    result = []
+    for pk, _ in closed:
+        upload = by_pk[pk]
+        upload.state, upload.reason, upload.reserved = state, reason, 0
+        upload.updated_at, upload.closed_at = now, marker
+        result.append(upload)
+    return result
 
 
 def discard(upload: TempUpload, reason: str = "") -> bool:

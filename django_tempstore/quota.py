@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 
@@ -165,6 +165,17 @@ def trim(upload: TempUpload) -> None:
         if not rows.update(reserved=F("reserved") - extra):
             raise _Retry  # Closed meanwhile: close() released it all.
         upload.reserved -= extra
+
+
+def lock_counter() -> None:
+    """Inside a transaction, take the counter row's lock before any upload row's.
+
+    ``reserve()`` moves the counter first too: one lock order, no deadlocks.
+    SQLite locks the whole database on the first write instead (a read first
+    would make the upgrade fail at once rather than wait), so nothing is done there.
+    """
+    if conf.QUOTA is not None and connections[conf.DATABASE].vendor != "sqlite":
+        list(_counter().select_for_update().values_list("pk", flat=True))
 
 
 def release(nbytes: int) -> None:

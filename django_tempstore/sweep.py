@@ -4,9 +4,9 @@
 the startup hooks and the admin. It is safe to run at any moment and from several
 places at once:
 
-- rows are closed with ``lifecycle.close()``, a conditional UPDATE on the pending
-  states, so two sweeps (or a sweep and a request) never both close one upload;
-  only what this sweep actually closed or unlinked is counted;
+- rows are closed a batch at a time with ``lifecycle.close_many()``, a conditional
+  UPDATE on the pending states, so two sweeps (or a sweep and a request) never
+  both close one upload; only what this sweep actually closed or unlinked is counted;
 - files are deleted only after the transaction that closed their row commits;
 - only regular files whose name matches ``storage.NAME_RE``, directly inside
   ``TEMPSTORE_DIR``, are deleted; a symlink is never followed (nor removed);
@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
@@ -222,10 +222,10 @@ class _Sweeper:
     def run(self, *, startup: bool) -> None:
         pending = self.rows().filter(state__in=PENDING_STATES)
         expired = pending.filter(state__in=(State.COMPLETE, State.KEPT), expires_at__lt=self.now)
-        self.close_rows("expired", expired, lambda row: "the upload expired")
+        self.close_rows("expired", expired, "the upload expired")
 
         stale = pending.filter(state=State.RECEIVING, updated_at__lt=self.now - self.stale_after)
-        self.close_rows("stale", stale, lambda row: "the upload's heartbeat stopped")
+        self.close_rows("stale", stale, "the upload's heartbeat stopped")
 
         if startup:
             # Process ids only mean something on their own host, even with a shared dir.
@@ -235,7 +235,7 @@ class _Sweeper:
             self.close_rows(
                 "dead",
                 dead,
-                lambda row: "the process that received the upload died",
+                "the process that received the upload died",
                 keep_if=lambda row: _pid_alive(row.pid),
             )
 
@@ -247,7 +247,7 @@ class _Sweeper:
         self.close_rows(
             "missing",
             missing,
-            lambda row: "the temp file vanished",
+            "the temp file vanished",
             keep_if=lambda row: os.path.lexists(self.dir / row.name),
         )
 
@@ -272,7 +272,7 @@ class _Sweeper:
         self,
         kind: str,
         queryset: QuerySet[TempUpload],
-        reason: Callable[[TempUpload], str],
+        reason: str,
         keep_if: Callable[[TempUpload], bool] | None = None,
     ) -> None:
         """Close the pending rows of ``queryset`` and delete their files."""
@@ -308,33 +308,18 @@ class _Sweeper:
         self,
         kind: str,
         rows: list[TempUpload],
-        reason: Callable[[TempUpload], str],
+        reason: str,
     ) -> list[tuple[TempUpload, State]]:
         if not rows:
             return []
-        closed: list[tuple[TempUpload, State]] = []
-        with transaction.atomic(using=self.db):
-            # Take the quota counter's lock first, as quota.reserve() does: each
-            # close() below releases quota, and a fixed lock order rules out
-            # deadlocks between two sweeps closing overlapping batches. (SQLite
-            # locks the whole database on the first write, and a read first
-            # would make the upgrade fail at once instead of waiting.)
-            if conf.QUOTA is not None and connections[self.db].vendor != "sqlite":
-                list(
-                    QuotaCounter.objects.using(self.db)
-                    .select_for_update()
-                    .filter(scope=quota.SCOPE)
-                    .values_list("pk", flat=True)
-                )
-            for row in rows:
-                state = (
-                    State.FAILED
-                    if row.state == State.RECEIVING or kind == "missing"
-                    else (State.DISCARDED)
-                )
-                if lifecycle.close(row, state, reason(row)):
-                    closed.append((row, state))
-        return closed
+        # A partial file (or none at all) fails; a complete one is discarded.
+        failed = [row for row in rows if row.state == State.RECEIVING or kind == "missing"]
+        discarded = [row for row in rows if row.state != State.RECEIVING and kind != "missing"]
+        return [
+            (row, state)
+            for state, group in ((State.FAILED, failed), (State.DISCARDED, discarded))
+            for row in lifecycle.close_many(group, state, reason)
+        ]
 
     def sweep_orphans(self) -> None:
         """Delete files with no row, or a terminal row, older than the grace period."""

@@ -85,7 +85,8 @@ def run_server(
     if kind == "gunicorn":
         cmd = [
             sys.executable, "-m", "gunicorn", "tests.wsgi:application",
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "60", *args,
+            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "60",
+            "--no-control-socket", *args,
         ]  # fmt: skip
     elif kind == "uvicorn":
         cmd = [

@@ -101,6 +101,9 @@ def test_gunicorn_on_starting_hook_sweeps_what_a_killed_server_left(tmp_path, te
     with run_server("gunicorn", tmp_path, args=("-c", str(conf_file))) as server:
         run = SweepRun.objects.get()
         assert (run.trigger, run.report["counts"]["dead"]) == ("startup", 1)
-        assert "django-tempstore: Deleted 1 temp file" in server.log.read_text()
+        # The hook's log line may reach the file a moment after the port opens.
+        assert wait_until(
+            lambda: "django-tempstore: Deleted 1 temp file" in server.log.read_text()
+        )
     assert TempUpload.objects.get().state == State.FAILED
     assert list(tempstore_dirs.iterdir()) == []

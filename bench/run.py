@@ -1,0 +1,571 @@
+"""Run the upload benchmark: ``python -m bench.run [--quick] [--db sqlite,postgres]``.
+
+Starts real gunicorn servers (sync workers) on 127.0.0.1, each series on a freshly
+started server, and prints ratios measured side by side in the same run. See
+bench/README.md for what is measured and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+BLOCK = os.urandom(MiB)
+
+#: (label, handlers setting, digest)
+CONFIGS = [
+    ("tempstore+sha256", "tempstore", "sha256"),
+    ("tempstore", "tempstore", ""),
+    ("stock-temp", "stock-temp", ""),
+    ("stock-pair", "stock-pair", ""),
+]
+OURS, STOCK = "tempstore+sha256", "stock-temp"
+#: Measured on the small series only, where commits dominate: the bookkeeping rows
+#: committed without waiting for a disk flush (see bench/README.md).
+RELAXED = ("tempstore+sha256/relaxed-db", "tempstore", "sha256")
+#: Extra environment for the servers (--env), for experiments.
+EXTRA_ENV: dict[str, str] = {}
+
+
+@dataclass
+class Series:
+    name: str
+    size: int
+    count: int
+    concurrency: int = 1
+
+
+FULL = [
+    Series("1MiBx50", MiB, 50),
+    Series("64MiBx5", 64 * MiB, 5),
+    Series("512MiBx2", 512 * MiB, 2),
+    Series("16x8MiB-concurrent", 8 * MiB, 16, concurrency=16),
+]
+QUICK = [
+    Series("1MiBx5", MiB, 5),
+    Series("16MiBx2", 16 * MiB, 2),
+    Series("4x1MiB-concurrent", MiB, 4, concurrency=4),
+]
+# Which series of each set the targets compare.
+SMALL, LARGE = 0, 2
+
+
+@dataclass
+class Result:
+    db: str
+    series: str
+    config: str
+    size: int
+    count: int
+    seconds: float
+    mib_s: float
+    req_s: float
+    minflt_per_mib: float | None = None
+    hwm_mib: float | None = None
+    left_files: int = 0
+    left_pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+# -- HTTP client ----------------------------------------------------------------------
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    parts = []
+    while chunk := sock.recv(65536):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse(response: bytes) -> tuple[int, bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return status, body
+
+
+def get(port: int, path: str) -> Any:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, body = _parse(_recv_all(sock))
+    if status != 200:
+        raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+    return json.loads(body)
+
+
+def upload(port: int, size: int) -> tuple[int, bytes]:
+    """POST one ``size``-byte file as multipart, streamed 1 MiB at a time."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; "
+        'name="file"; filename="bench.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + size + len(tail)
+    request = (
+        f"POST /upload/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    block = memoryview(BLOCK)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request + head)
+        left = size
+        while left:
+            n = min(left, MiB)
+            sock.sendall(block[:n])
+            left -= n
+        sock.sendall(tail)
+        return _parse(_recv_all(sock))
+
+
+def expected_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for offset in range(0, size, MiB):
+        digest.update(BLOCK[: min(MiB, size - offset)])
+    return digest.hexdigest()
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(work: Path, db: str, pg_name: str, handlers: str, digest: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="bench.settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        BENCH_DIR=str(work),
+        BENCH_DB=db,
+        BENCH_PG_NAME=pg_name,
+        BENCH_HANDLERS=handlers,
+        BENCH_DIGEST=digest,
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(EXTRA_ENV)
+    return env
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "gunicorn", "bench.wsgi:application",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        "--worker-class", "sync", "--timeout", "600", "--backlog", "64",
+    ]  # fmt: skip
+    with open(work / "gunicorn.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}, see its log")
+            try:
+                get(port, "/stats/")
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def clean(work: Path) -> None:
+    for name in ("tempstore", "stock"):
+        folder = work / name
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink()
+
+
+# -- references -----------------------------------------------------------------------
+
+
+def disk_write(work: Path, size: int) -> float:
+    """MiB/s of a sequential write (1 MiB writes, no fsync) into the temp folder."""
+    path = work / "tempstore" / "reference.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        start = time.perf_counter()
+        for _ in range(size // MiB):
+            os.write(fd, BLOCK)
+        seconds = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return size / MiB / seconds
+
+
+def _sink(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    total = 0
+    while n := conn.recv_into(view):
+        total += n
+    conn.sendall(str(total).encode())
+    conn.close()
+
+
+def socket_throughput(size: int) -> float:
+    """MiB/s through a loopback TCP socket into another process."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    proc = multiprocessing.get_context("fork").Process(target=_sink, args=(listener,))
+    proc.start()
+    block = memoryview(BLOCK)
+    with socket.create_connection(listener.getsockname()) as sock:
+        start = time.perf_counter()
+        for _ in range(size // MiB):
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)
+        received = int(_recv_all(sock))
+        seconds = time.perf_counter() - start
+    proc.join()
+    listener.close()
+    assert received == size
+    return size / MiB / seconds
+
+
+def references(work: Path, size: int) -> dict[str, float]:
+    return {
+        "disk_mib_s": max(disk_write(work, size) for _ in range(2)),
+        "socket_mib_s": max(socket_throughput(size * 2) for _ in range(2)),
+    }
+
+
+# -- series ---------------------------------------------------------------------------
+
+
+def run_series(port: int, series: Series, config: str, db: str, digest: str) -> Result:
+    errors: list[str] = []
+    want = expected_sha256(series.size) if digest else None
+    before = get(port, "/stats/")
+
+    def one() -> None:
+        status, body = upload(port, series.size)
+        if status != 200:
+            errors.append(f"HTTP {status}: {body[:200]!r}")
+            return
+        got = json.loads(body)["file"]
+        if got["size"] != series.size:
+            errors.append(f"size {got['size']} != {series.size}")
+        if want is not None and got["sha256"] != want:
+            errors.append(f"sha256 {got['sha256']} != {want}")
+
+    start = time.perf_counter()
+    if series.concurrency == 1:
+        for _ in range(series.count):
+            one()
+    else:
+        threads = [threading.Thread(target=one) for _ in range(series.count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    seconds = time.perf_counter() - start
+    after = get(port, "/stats/")
+    total_mib = series.size * series.count / MiB
+    result = Result(
+        db=db,
+        series=series.name,
+        config=config,
+        size=series.size,
+        count=series.count,
+        seconds=seconds,
+        mib_s=total_mib / seconds,
+        req_s=series.count / seconds,
+        errors=errors,
+    )
+    if series.concurrency == 1 and before["pid"] == after["pid"]:
+        result.minflt_per_mib = (after["minflt"] - before["minflt"]) / total_mib
+        result.hwm_mib = after["hwm_kib"] / 1024
+    left = get(port, "/state/")
+    result.left_files, result.left_pending = len(left["files"]), left["pending"]
+    return result
+
+
+def create_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=os.environ.get("PGHOST", "127.0.0.1"),
+        port=os.environ.get("PGPORT", "5432"),
+        user=os.environ.get("PGUSER", "postgres"),
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(
+            host=os.environ.get("PGHOST", "127.0.0.1"),
+            port=os.environ.get("PGPORT", "5432"),
+            user=os.environ.get("PGUSER", "postgres"),
+            dbname="postgres",
+            autocommit=True,
+        ) as conn,
+    ):
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v", "0"],
+        cwd=ROOT, env=env, check=True,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    series_set = QUICK if args.quick else FULL
+    wanted = args.configs.split(",") if args.configs else None
+    configs = [c for c in [*CONFIGS, RELAXED] if wanted is None or c[0] in wanted]
+    if args.series:
+        series_set = [s for s in series_set if s.name in args.series.split(",")]
+    dbs = args.db.split(",")
+    work = Path(tempfile.mkdtemp(prefix="tsbench-", dir=args.dir))
+    (work / "tempstore").mkdir(mode=0o700)
+    (work / "stock").mkdir(mode=0o700)
+    pg_name = f"bench_tempstore_{os.getpid()}"
+    log = print if not args.json else lambda *a, **k: None
+    results: list[Result] = []
+    ref_size = (64 if args.quick else 512) * MiB
+    try:
+        refs = references(work, ref_size)
+        log(
+            f"# references: disk write {refs['disk_mib_s']:.0f} MiB/s, "
+            f"loopback socket {refs['socket_mib_s']:.0f} MiB/s",
+            flush=True,
+        )
+        for db in dbs:
+            if db == "postgres":
+                create_pg_database(pg_name)
+            migrate(server_env(work, db, pg_name, "tempstore", "sha256"))
+            if args.quick:
+                # One server per handler: a correctness smoke run, not a measurement.
+                for label, handlers, digest in configs:
+                    if label == RELAXED[0]:
+                        continue
+                    env = server_env(work, db, pg_name, handlers, digest)
+                    with gunicorn(env, work) as port:
+                        for series in series_set:
+                            results.append(run_series(port, series, label, db, digest))
+                            log(_line(results[-1]), flush=True)
+                    clean(work)
+                continue
+            for series in series_set:
+                # Rounds interleave the handlers, so that a burst of load on a shared
+                # machine hits them alike; the median of the rounds is reported.
+                for _ in range(args.rounds):
+                    for label, handlers, digest in configs:
+                        if label == RELAXED[0] and series.name != FULL[SMALL].name:
+                            continue
+                        env = server_env(work, db, pg_name, handlers, digest)
+                        if label == RELAXED[0]:
+                            env["BENCH_DURABILITY"] = "relaxed"
+                        workers = 4 if series.concurrency > 1 else 1
+                        with gunicorn(env, work, workers=workers) as port:
+                            results.append(run_series(port, series, label, db, digest))
+                        log(_line(results[-1]), flush=True)
+                        clean(work)
+        # Measured again at the end: on a shared machine, the best of both is the limit.
+        end = references(work, ref_size)
+        refs = {key: max(value, end[key]) for key, value in refs.items()}
+    finally:
+        if "postgres" in dbs:
+            drop_pg_database(pg_name)
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "references": refs,
+        "results": [asdict(r) for r in median_of_rounds(results)],
+        "rounds": [asdict(r) for r in results],
+        "quick": args.quick,
+    }
+
+
+def median_of_rounds(results: list[Result]) -> list[Result]:
+    """One result per (db, series, handler): median speeds, worst RSS, every error."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.db, r.series, r.config), []).append(r)
+    merged = []
+    for rounds in groups.values():
+        by_speed = sorted(rounds, key=lambda r: r.mib_s)
+        median = by_speed[len(by_speed) // 2]
+        hwm = [r.hwm_mib for r in rounds if r.hwm_mib is not None]
+        merged.append(
+            Result(
+                **{
+                    **asdict(median),
+                    "hwm_mib": max(hwm) if hwm else None,
+                    "left_files": sum(r.left_files for r in rounds),
+                    "left_pending": sum(r.left_pending for r in rounds),
+                    "errors": [e for r in rounds for e in r.errors],
+                }
+            )
+        )
+    return merged
+
+
+def _line(r: Result) -> str:
+    extra = f" ERRORS: {r.errors[:3]}" if r.errors else ""
+    return (
+        f"  {r.db:8} {r.series:20} {r.config:17} {r.mib_s:8.1f} MiB/s {r.req_s:8.1f} req/s"
+        f"  left {r.left_files} files, {r.left_pending} pending{extra}"
+    )
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def _ratio(r: dict[str, Any], base: dict[str, Any] | None) -> str:
+    return "" if base is None else f"{r['mib_s'] / base['mib_s']:.2f}"
+
+
+def report(data: dict[str, Any]) -> tuple[str, bool]:
+    """A markdown table of the results and targets; True if every check passed."""
+    refs = data["references"]
+    limit = min(refs["disk_mib_s"], refs["socket_mib_s"])
+    by_key = {(r["db"], r["series"], r["config"]): r for r in data["results"]}
+    lines = [
+        f"References: sequential write to the temp dir {refs['disk_mib_s']:.0f} MiB/s, "
+        f"loopback socket {refs['socket_mib_s']:.0f} MiB/s; limit = the lower, {limit:.0f} MiB/s.",
+        "",
+        "| db | series | handler | MiB/s | req/s | % of limit | minflt/MiB | peak RSS MiB "
+        "| x stock-temp | x stock-pair |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["results"]:
+        temp = by_key.get((r["db"], r["series"], "stock-temp"))
+        pair = by_key.get((r["db"], r["series"], "stock-pair"))
+        flt = "" if r["minflt_per_mib"] is None else f"{r['minflt_per_mib']:.1f}"
+        hwm = "" if r["hwm_mib"] is None else f"{r['hwm_mib']:.1f}"
+        lines.append(
+            f"| {r['db']} | {r['series']} | {r['config']} | {r['mib_s']:.0f} | {r['req_s']:.1f} "
+            f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} "
+            f"| {_ratio(r, temp)} | {_ratio(r, pair)} |"
+        )
+    series_set = QUICK if data["quick"] else FULL
+    small, large = series_set[SMALL].name, series_set[LARGE].name
+    concurrent = series_set[-1].name
+    ok = True
+    lines += ["", "| db | target | measured | result |", "| --- | --- | --- | --- |"]
+
+    def target(db: str, text: str, measured: str, passed: bool, miss: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        lines.append(f"| {db} | {text} | {measured} | {'PASS' if passed else 'MISS ' + miss} |")
+
+    for db in dict.fromkeys(r["db"] for r in data["results"]):
+        errors = [e for r in data["results"] if r["db"] == db for e in r["errors"]]
+        left = [
+            r for r in data["results"] if r["db"] == db and (r["left_files"] or r["left_pending"])
+        ]
+        target(db, "every upload answered 200 with the right size and digest",
+               f"{len(errors)} errors", not errors, f"{errors[:2]}")  # fmt: skip
+        target(db, "nothing left behind (files, pending rows) after each series",
+               f"{len(left)} series left something", not left,
+               ", ".join(f"{r['series']}/{r['config']}" for r in left))  # fmt: skip
+        needed = [(db, s, c) for s in (small, large) for c in (OURS, STOCK)]
+        if data["quick"] or not all(key in by_key for key in needed):
+            continue
+        ours, stock = by_key[(db, large, OURS)], by_key[(db, large, STOCK)]
+        ratio = ours["mib_s"] / stock["mib_s"]
+        target(db, f"{large}: {OURS} >= 2.5x {STOCK} MiB/s", f"{ratio:.2f}x",
+               ratio >= 2.5, f"by {2.5 - ratio:.2f}x")  # fmt: skip
+        ours_s, stock_s = by_key[(db, small, OURS)], by_key[(db, small, STOCK)]
+        ratio = ours_s["req_s"] / stock_s["req_s"]
+        target(db, f"{small}: {OURS} >= 0.9x {STOCK} req/s", f"{ratio:.2f}x",
+               ratio >= 0.9, f"by {0.9 - ratio:.2f}x")  # fmt: skip
+        relaxed = by_key.get((db, small, RELAXED[0]))
+        if relaxed is not None:
+            ratio = relaxed["req_s"] / stock_s["req_s"]
+            target(db, f"{small}: {RELAXED[0]} >= 0.9x {STOCK} req/s (same target, rows "
+                   "committed without a disk flush)", f"{ratio:.2f}x",
+                   ratio >= 0.9, f"by {0.9 - ratio:.2f}x")  # fmt: skip
+        growth = ours["hwm_mib"] - ours_s["hwm_mib"]
+        target(db, f"peak RSS {large} - {small} <= 8 MiB ({OURS})", f"{growth:+.1f} MiB",
+               growth <= 8, f"by {growth - 8:.1f} MiB")  # fmt: skip
+        conc = [by_key[key] for c in CONFIGS if (key := (db, concurrent, c[0])) in by_key]
+        lines.append(
+            f"| {db} | {concurrent} total MiB/s | "
+            + ", ".join(f"{c['config']} {c['mib_s']:.0f}" for c in conc)
+            + " | info |"
+        )
+    return "\n".join(lines), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--db", default=None, help="sqlite,postgres (quick: sqlite)")
+    parser.add_argument("--dir", default=None, help="work folder parent (default: system temp)")
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    parser.add_argument("--save", default=None, help="also write the raw results to this file")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fresh-server runs per series and handler (median)"
+    )
+    parser.add_argument("--configs", default="", help="only these handler configs (comma list)")
+    parser.add_argument("--series", default="", help="only these series (comma list)")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the servers (experiments)"
+    )
+    args = parser.parse_args(argv)
+    EXTRA_ENV.update(item.split("=", 1) for item in args.env)
+    if args.db is None:
+        args.db = "sqlite" if args.quick else "sqlite,postgres"
+    data = run(args)
+    table, ok = report(data)
+    data["table"], data["ok"] = table, ok
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(data, indent=1))
+    print(json.dumps(data) if args.json else "\n" + table)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("upload/", views.upload),
+    path("stats/", views.stats),
+    path("state/", views.state),
+]
