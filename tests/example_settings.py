@@ -1,0 +1,11 @@
+"""The example project's settings on the test database and the test's folders.
+
+Browser tests serve the example site with these, so that the test can check the
+rows and files it leaves behind.
+"""
+
+from example.settings import *  # noqa: F403
+
+from tests.settings import DATABASES, MEDIA_ROOT, TEMPSTORE_DIR  # noqa: F401
+
+DEBUG = True  # The example serves its static files and media only with DEBUG.

@@ -1,0 +1,168 @@
+"""The README's first command: ``python3 example_project/manage.py demo`` on a fresh folder."""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.hashers import check_password
+
+from tests.servers import ROOT, free_port, wait_for_port, wait_until
+
+pytestmark = pytest.mark.server
+
+EXAMPLE = ROOT / "example_project"
+
+
+def example_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """What ``pip install -e .`` gives: the package importable; nothing else prepared."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TEMPSTORE_"))}
+    env.pop("REDIS_URL", None)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        EXAMPLE_DATA_DIR=str(data_dir),
+        PYTHONWARNINGS="ignore",
+        **extra,
+    )
+    return env
+
+
+def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "example_project/manage.py", "demo", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=example_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, proc, timeout=60)
+        output = log.read_text()
+        password = re.search(r"password: (\S+)", output).group(1)
+        assert f"site:     http://127.0.0.1:{port}/" in output
+        assert "login:    demo" in output
+        assert "startup sweep: Deleted 0 temp files" in output
+
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        home = opener.open(f"http://127.0.0.1:{port}/").read().decode()
+        assert "Upload images" in home
+        assert 'enctype="multipart/form-data"' in home
+
+        login = f"http://127.0.0.1:{port}/admin/login/"
+        opener.open(login).read()
+        token = next(c.value for c in jar if c.name == "csrftoken")
+        form = urllib.parse.urlencode(
+            {
+                "username": "demo",
+                "password": password,
+                "csrfmiddlewaretoken": token,
+                "next": "/admin/django_tempstore/tempupload/",
+            }
+        ).encode()
+        page = opener.open(urllib.request.Request(login, form, headers={"Referer": login}))
+        html = page.read().decode()
+        assert page.url.endswith("/admin/django_tempstore/tempupload/")
+        assert "Temp store usage" in html
+        assert 'role="progressbar"' in html  # the example sets TEMPSTORE_QUOTA
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        assert db.execute("select is_superuser from auth_user where username='demo'").fetchone()
+        runs = db.execute("select trigger, dry_run from django_tempstore_sweeprun").fetchall()
+        assert runs == [("startup", 0)]
+
+
+def test_demo_takes_its_password_from_demo_password(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "example_project/manage.py", "demo", "--no-serve"],
+        cwd=ROOT,
+        env=example_env(tmp_path, DEMO_PASSWORD="letmein"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+    assert "password: letmein" in done.stdout
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        (encoded,) = db.execute("select password from auth_user where username='demo'").fetchone()
+    assert check_password("letmein", encoded)
+
+
+def test_celery_app_schedules_the_sweep_task_by_name(tmp_path):
+    code = (
+        "import json; from example.celery import app; "
+        "print(json.dumps(app.conf.beat_schedule)); print(app.conf.broker_url)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXAMPLE,
+        env=example_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/13"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    schedule_line, broker = done.stdout.splitlines()
+    schedule = json.loads(schedule_line)
+    assert schedule["sweep-temp-uploads"]["task"] == "django_tempstore.tasks.sweep_temp_uploads"
+    assert broker == "redis://127.0.0.1:6379/13"
+
+
+@pytest.mark.celery
+def test_celery_worker_and_beat_of_the_example_sweep(tmp_path):
+    """The documented Celery setup, run for real: worker-start sweep, then beat's."""
+    queue = f"example-{uuid.uuid4().hex[:10]}"
+    env = example_env(
+        tmp_path,
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
+        CELERY_QUEUE=queue,
+        EXAMPLE_SWEEP_EVERY="1",
+    )
+    manage = [sys.executable, str(EXAMPLE / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+    log = tmp_path / "celery.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "example", "worker", "--beat",
+        "-P", "solo", "-c", "1", "-l", "INFO", "-n", f"{queue}@%h",
+        "-s", str(tmp_path / "beat-schedule"),
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def triggers() -> set[str]:
+        with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
+            return {row[0] for row in db.execute("select trigger from django_tempstore_sweeprun")}
+
+    try:
+        assert wait_until(lambda: {"worker_start", "celery"} <= triggers(), timeout=60), (
+            log.read_text(errors="replace")
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "django_tempstore.tasks.sweep_temp_uploads" in log.read_text(errors="replace")
