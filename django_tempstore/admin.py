@@ -142,8 +142,9 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         # Deleting a row alone would orphan its file: "delete now" does both.
         return obj is None and super().has_delete_permission(request)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # *args: Django 6.1 added ``action_location``.
+        actions = super().get_actions(request, *args, **kwargs)
         actions.pop("delete_selected", None)
         return actions
 

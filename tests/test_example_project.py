@@ -34,6 +34,7 @@ def example_env(data_dir: Path, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         EXAMPLE_DATA_DIR=str(data_dir),
         PYTHONWARNINGS="ignore",
+        PYTHONUNBUFFERED="1",  # what the command printed is in the log once it serves
         **extra,
     )
     return env
@@ -53,6 +54,7 @@ def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
         )
     try:
         wait_for_port(port, proc, timeout=60)
+        assert wait_until(lambda: "startup sweep:" in log.read_text())
         output = log.read_text()
         password = re.search(r"password: (\S+)", output).group(1)
         assert f"site:     http://127.0.0.1:{port}/" in output
