@@ -42,6 +42,9 @@ OURS, STOCK = "tempstore+sha256", "stock-temp"
 #: Measured on the small series only, where commits dominate: the bookkeeping rows
 #: committed without waiting for a disk flush (see bench/README.md).
 RELAXED = ("tempstore+sha256/relaxed-db", "tempstore", "sha256")
+#: Only when asked for with --configs: the handler after MemoryFileUploadHandler,
+#: whose 64 KiB chunk_size caps Django's reads (check W002).
+AFTER_MEMORY = ("tempstore+sha256/after-memory", "memory+tempstore", "sha256")
 #: Extra environment for the servers (--env), for experiments.
 EXTRA_ENV: dict[str, str] = {}
 
@@ -363,6 +366,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     series_set = QUICK if args.quick else FULL
     wanted = args.configs.split(",") if args.configs else None
     configs = [c for c in [*CONFIGS, RELAXED] if wanted is None or c[0] in wanted]
+    if wanted and AFTER_MEMORY[0] in wanted:
+        configs.append(AFTER_MEMORY)
     if args.series:
         series_set = [s for s in series_set if s.name in args.series.split(",")]
     dbs = args.db.split(",")

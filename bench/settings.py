@@ -55,6 +55,10 @@ if os.environ.get("BENCH_DURABILITY") == "relaxed":
 
 _HANDLERS = {
     "tempstore": ["django_tempstore.handlers.TempStoreUploadHandler"],
+    "memory+tempstore": [
+        "django.core.files.uploadhandler.MemoryFileUploadHandler",
+        "django_tempstore.handlers.TempStoreUploadHandler",
+    ],
     "stock-temp": ["django.core.files.uploadhandler.TemporaryFileUploadHandler"],
     "stock-pair": [
         "django.core.files.uploadhandler.MemoryFileUploadHandler",
