@@ -7,6 +7,8 @@ beat share the test's database and temp dir (``tests.servers.child_env``)::
     with celery_env(tmp_path) as env:
         with env.worker(queues=[env.queue]), env.beat({"sweep": {...}}):
             ...
+        with env.sending(), env.worker(settings={"TEMPSTORE_...": ...}):
+            ...  # tasks queued by this process go to env.queue
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ROOT, child_env
+from celery import Celery, current_app
+
+from tests.servers import ROOT, child_env, stop_process, wait_ready
 
 BROKER = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 APP = "tests.celery_app"
@@ -39,16 +41,7 @@ class Process:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=timeout)
+        stop_process(self.proc, timeout)
 
 
 @dataclass
@@ -91,9 +84,15 @@ class CeleryEnv:
         pool: str = "solo",
         loglevel: str = "INFO",
         timeout: float = 30,
+        settings: dict[str, Any] | None = None,
         **env: str,
     ) -> Iterator[Process]:
-        """Run a worker until the block ends; return once it is ready to take tasks."""
+        """Run a worker until the block ends; return once it is ready to take tasks.
+
+        ``settings`` are extra Django settings of the worker (``TEMPSTORE_TEST_SETTINGS``).
+        """
+        if settings:
+            env["TEMPSTORE_TEST_SETTINGS"] = json.dumps(settings)
         node = f"{name or 'w'}-{self.prefix}@%h"
         args = [
             "-P", pool, "-c", "1", "-n", node, "-l", loglevel,
@@ -123,6 +122,26 @@ class CeleryEnv:
         finally:
             process.stop()
 
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[Celery]:
+        """Queue the tasks this process sends (``task.delay()``) on this env's queue.
+
+        Until the block ends, this thread's current Celery app is one configured
+        like ``tests.celery_app`` but with this env's broker and default queue, so
+        the ``shared_task``s that the code under test sends (``promote_later``)
+        reach this env's workers.
+        """
+        app = Celery(f"sender-{self.prefix}", set_as_current=False)
+        app.config_from_object("django.conf:settings", namespace="CELERY")
+        app.conf.update(broker_url=self.broker, task_default_queue=self.queue)
+        previous = current_app._get_current_object()
+        app.set_current()
+        try:
+            yield app
+        finally:
+            previous.set_current()
+            app.close()
+
     def cleanup(self) -> None:
         """Stop what is still running and delete this env's queues from Redis."""
         for process in self.processes:
@@ -139,14 +158,9 @@ class CeleryEnv:
 
 
 def _wait_for(process: Process, marker: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if marker in process.output():
-            return
-        if process.proc.poll() is not None:
-            raise RuntimeError(f"celery exited with {process.proc.returncode}:\n{process.output()}")
-        time.sleep(0.05)
-    raise RuntimeError(f"celery was not ready within {timeout}s:\n{process.output()}")
+    wait_ready(
+        process.proc, lambda: marker in process.output(), "celery", timeout=timeout, log=process.log
+    )
 
 
 @contextlib.contextmanager

@@ -6,16 +6,14 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, stop_process, wait_ready
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 #: The "virus": any file with exactly these bytes is infected for our clamd.
@@ -58,21 +56,11 @@ def run_clamd(directory: Path) -> Iterator[Clamd]:
     try:
         from django_tempstore.scanners import ClamAVScanner
 
-        deadline = time.monotonic() + 30
-        while not ClamAVScanner(str(sock)).ping():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (directory / "clamd.out").read_text(errors="replace")
-                raise RuntimeError(f"clamd did not start: {log}")
-            time.sleep(0.05)
+        scanner = ClamAVScanner(str(sock))
+        wait_ready(proc, scanner.ping, "clamd", log=directory / "clamd.out")
         yield Clamd(sock, port, proc, directory)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def clamd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:

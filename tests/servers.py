@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +45,59 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float = 30,
+    log: Path | None = None,
+) -> None:
+    """Return once ``ready()`` is true; raise if ``proc`` exits first or ``timeout`` passes.
+
+    The error carries ``log`` (the process's output) when given.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not ready():
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port} within {timeout}s")
+            problem = f"exited with {proc.returncode}"
+        elif time.monotonic() >= deadline:
+            problem = f"was not ready within {timeout}s"
+        else:
+            time.sleep(0.05)
+            continue
+        output = log.read_text(errors="replace") if log and log.exists() else ""
+        raise RuntimeError(f"{what} {problem}" + (f":\n{output}" if output else ""))
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop ``proc``'s process group (started with ``start_new_session=True``).
+
+    SIGTERM first, so that it can clean up; SIGKILL if it is still running after
+    ``timeout`` seconds.
+    """
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    wait_ready(proc, lambda: _listening(port), f"the server on port {port}", timeout=timeout)
 
 
 @dataclass
@@ -106,13 +150,7 @@ def run_server(
         wait_for_port(port, proc)
         yield server
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_process(proc)
 
 
 def multipart(

@@ -8,13 +8,20 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from django_tempstore.models import State, TempUpload
+from tests.celery_utils import celery_env
 from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon, run_clamd
-from tests.promotion_celery import run_worker
 from tests.servers import wait_until
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 PAYLOAD = os.urandom(200_000)
+
+
+@pytest.fixture
+def celery(tmp_path):
+    """A worker env whose queue also receives the tasks this test process sends."""
+    with celery_env(tmp_path) as env, env.sending():
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +47,8 @@ def closed(upload_id: str) -> TempUpload:
     return TempUpload.objects.get(pk=upload_id)
 
 
-def test_clean_upload_is_scanned_and_persisted(client, clamd, settings, tmp_path, assert_clean):
-    with run_worker(tmp_path, TEMPSTORE_SCANNER=scanner_at(str(clamd.socket))):
+def test_clean_upload_is_scanned_and_persisted(client, clamd, settings, celery, assert_clean):
+    with celery.worker(settings={"TEMPSTORE_SCANNER": scanner_at(str(clamd.socket))}):
         row = closed(promote(client, "report.bin", PAYLOAD))
 
     assert row.state == State.PERSISTED, row.reason
@@ -51,9 +58,9 @@ def test_clean_upload_is_scanned_and_persisted(client, clamd, settings, tmp_path
 
 
 def test_infected_upload_is_quarantined_and_not_stored(
-    client, clamd, settings, tmp_path, assert_clean
+    client, clamd, settings, celery, assert_clean
 ):
-    with run_worker(tmp_path, TEMPSTORE_SCANNER=scanner_at(clamd.tcp_address)):
+    with celery.worker(settings={"TEMPSTORE_SCANNER": scanner_at(clamd.tcp_address)}):
         row = closed(promote(client, "bad.bin", EICAR_LIKE))
 
     assert row.state == State.QUARANTINED
@@ -63,13 +70,13 @@ def test_infected_upload_is_quarantined_and_not_stored(
 
 
 def test_upload_refused_by_the_workers_validators_is_discarded(
-    client, settings, tmp_path, assert_clean
+    client, settings, celery, assert_clean
 ):
     validators = [
         {"NAME": "django_tempstore.validators.AllowedContentTypes",
          "OPTIONS": {"types": ["image/png"]}},
     ]  # fmt: skip
-    with run_worker(tmp_path, TEMPSTORE_VALIDATORS=validators):
+    with celery.worker(settings={"TEMPSTORE_VALIDATORS": validators}):
         row = closed(promote(client, "a.png", b"GIF89a" + PAYLOAD))
 
     assert row.state == State.DISCARDED
@@ -78,14 +85,14 @@ def test_upload_refused_by_the_workers_validators_is_discarded(
     assert_clean()
 
 
-def test_scanner_down_is_retried_until_it_answers(client, settings, tmp_path, assert_clean):
+def test_scanner_down_is_retried_until_it_answers(client, settings, celery, tmp_path, assert_clean):
     directory = tmp_path / "late-clamd"
     worker_settings = {
         "TEMPSTORE_SCANNER": scanner_at(str(directory / "clamd.sock")),
         "TEMPSTORE_PROMOTE_RETRY_DELAY": 0.2,
         "TEMPSTORE_PROMOTE_RETRIES": 8,
     }
-    with run_worker(tmp_path, **worker_settings) as worker:
+    with celery.worker(settings=worker_settings) as worker:
         upload_id = promote(client, "late.bin", PAYLOAD)
         assert wait_until(lambda: "Retry in" in worker.output(), 60), worker.output()
         assert TempUpload.objects.get(pk=upload_id).state == State.KEPT
@@ -97,13 +104,15 @@ def test_scanner_down_is_retried_until_it_answers(client, settings, tmp_path, as
     assert_clean()
 
 
-def test_final_failure_discards_after_the_last_retry(client, settings, tmp_path, assert_clean):
+def test_final_failure_discards_after_the_last_retry(
+    client, settings, celery, tmp_path, assert_clean
+):
     worker_settings = {
         "TEMPSTORE_SCANNER": scanner_at(str(tmp_path / "never.sock")),
         "TEMPSTORE_PROMOTE_RETRY_DELAY": 0.05,
         "TEMPSTORE_PROMOTE_RETRIES": 2,
     }
-    with run_worker(tmp_path, **worker_settings) as worker:
+    with celery.worker(settings=worker_settings) as worker:
         row = closed(promote(client, "lost.bin", PAYLOAD))
         output = worker.output()
 
