@@ -115,6 +115,7 @@ def test_w004_not_raised_for_a_separate_alias(settings, monkeypatch):
     assert checks.check_atomic_requests() == []
 
 
+@pytest.mark.django_db  # Django 6.1's check command also runs the database checks.
 def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: Path):
     registered = registry.registry.get_checks()
     for check in (
