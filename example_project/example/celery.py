@@ -2,7 +2,8 @@
 
 Run from ``example_project/`` with Redis::
 
-    REDIS_URL=redis://127.0.0.1:6379/0 celery -A example worker --beat --loglevel INFO
+    REDIS_URL=redis://127.0.0.1:6379/0 celery -A example worker --loglevel INFO
+    REDIS_URL=redis://127.0.0.1:6379/0 celery -A example beat --loglevel INFO
 
 The schedule is ``CELERY_BEAT_SCHEDULE`` in ``example/settings.py``; django-tempstore's
 task is a ``shared_task``, so it binds to this app without importing it.

@@ -78,7 +78,7 @@ TEMPSTORE_KEEP_TTL = 3600
 #: The upload form's own limit per image, checked once the file is complete.
 EXAMPLE_MAX_IMAGE_SIZE = 8 * 1024 * 1024
 
-# With Redis, Celery beat runs the sweep (``celery -A example worker --beat``).
+# With Redis, Celery beat runs the sweep (``celery -A example worker`` plus ``... beat``).
 # The task is named by string, so this file imports without Celery installed.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
