@@ -16,7 +16,6 @@ places at once:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -291,18 +290,37 @@ class _Sweeper:
                     )
                 continue
             closed = self.close_batch(kind, ours, reason)
-            for row, state in closed:
-                path = self.dir / row.name
-                nbytes = _size(path) if kind != "missing" else 0
-                if kind != "missing":
-                    with contextlib.suppress(FileNotFoundError):
-                        # Never through a symlink: unlink removes the link, not its target.
-                        os.unlink(path)
+            # Every file goes before any receiver runs: a receiver (or on_item)
+            # that raises must not leave the files of closed rows behind.
+            sizes = [0 if kind == "missing" else self.delete_file(row.name) for row, _ in closed]
+            for (row, state), nbytes in zip(closed, sizes, strict=True):
                 self.item(kind, row.name, nbytes)
                 signal = (
                     signals.upload_failed if state == State.FAILED else signals.upload_discarded
                 )
-                signal.send(sender=TempUpload, upload=row, reason=row.reason)
+                responses = signal.send_robust(sender=TempUpload, upload=row, reason=row.reason)
+                for receiver, response in responses:
+                    if isinstance(response, Exception):
+                        logger.error(
+                            "django-tempstore: receiver %r of a sweep's signal for %s raised",
+                            receiver,
+                            row.name,
+                            exc_info=response,
+                        )
+
+    def delete_file(self, name: str) -> int:
+        """Delete the temp file ``name`` of a closed row; return its size (0 if gone)."""
+        path = self.dir / name
+        nbytes = _size(path)
+        try:
+            # Never through a symlink: unlink removes the link, not its target.
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            # Its row is closed: the orphan pass retries once TEMPSTORE_ORPHAN_GRACE passes.
+            logger.exception("django-tempstore could not delete %s", path)
+        return nbytes
 
     def close_batch(
         self,
