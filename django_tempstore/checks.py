@@ -1,4 +1,4 @@
-"""System checks: ``django_tempstore.E001`` .. ``W004``."""
+"""System checks: ``django_tempstore.E001`` .. ``W005``."""
 
 from __future__ import annotations
 
@@ -132,6 +132,27 @@ def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                     "and set TEMPSTORE_DATABASE to it."
                 ),
                 id="django_tempstore.W004",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_stale_after(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    stale_after = conf.STALE_AFTER
+    interval = conf.HEARTBEAT_INTERVAL
+    if stale_after < 2 * interval:
+        return [
+            Warning(
+                f"TEMPSTORE_STALE_AFTER ({stale_after.total_seconds():g} s) is less than twice "
+                f"TEMPSTORE_HEARTBEAT_INTERVAL ({interval.total_seconds():g} s): the sweep "
+                "fails uploads that are still being received.",
+                hint=(
+                    f"Set TEMPSTORE_STALE_AFTER to {2 * interval.total_seconds():g} seconds or "
+                    "more, and above TEMPSTORE_CHUNK_SIZE divided by the slowest client's "
+                    "upload rate."
+                ),
+                id="django_tempstore.W005",
             )
         ]
     return []

@@ -16,7 +16,6 @@ places at once:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -28,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import lifecycle, quota, signals
 from .conf import conf
-from .models import PENDING_STATES, TERMINAL_STATES, QuotaCounter, State, SweepRun, TempUpload
+from .models import PENDING_STATES, TERMINAL_STATES, State, SweepRun, TempUpload
 from .storage import NAME_RE
 
 logger = logging.getLogger("django_tempstore")
@@ -255,7 +254,8 @@ class _Sweeper:
         self.delete_history()
 
         if self.dry_run:
-            self.report.quota_drift = _quota_drift()
+            # What reconcile() would fix, read the same way, without its lock or write.
+            self.report.quota_drift = quota.counter_value() - quota._pending_row_sum()
         else:
             self.report.quota_drift = quota.reconcile()
 
@@ -291,18 +291,37 @@ class _Sweeper:
                     )
                 continue
             closed = self.close_batch(kind, ours, reason)
-            for row, state in closed:
-                path = self.dir / row.name
-                nbytes = _size(path) if kind != "missing" else 0
-                if kind != "missing":
-                    with contextlib.suppress(FileNotFoundError):
-                        # Never through a symlink: unlink removes the link, not its target.
-                        os.unlink(path)
+            # Every file goes before any receiver runs: a receiver (or on_item)
+            # that raises must not leave the files of closed rows behind.
+            sizes = [0 if kind == "missing" else self.delete_file(row.name) for row, _ in closed]
+            for (row, state), nbytes in zip(closed, sizes, strict=True):
                 self.item(kind, row.name, nbytes)
                 signal = (
                     signals.upload_failed if state == State.FAILED else signals.upload_discarded
                 )
-                signal.send(sender=TempUpload, upload=row, reason=row.reason)
+                responses = signal.send_robust(sender=TempUpload, upload=row, reason=row.reason)
+                for receiver, response in responses:
+                    if isinstance(response, Exception):
+                        logger.error(
+                            "django-tempstore: receiver %r of a sweep's signal for %s raised",
+                            receiver,
+                            row.name,
+                            exc_info=response,
+                        )
+
+    def delete_file(self, name: str) -> int:
+        """Delete the temp file ``name`` of a closed row; return its size (0 if gone)."""
+        path = self.dir / name
+        nbytes = _size(path)
+        try:
+            # Never through a symlink: unlink removes the link, not its target.
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            # Its row is closed: the orphan pass retries once TEMPSTORE_ORPHAN_GRACE passes.
+            logger.exception("django-tempstore could not delete %s", path)
+        return nbytes
 
     def close_batch(
         self,
@@ -443,13 +462,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # Someone else's process: alive.
     return True
-
-
-def _quota_drift() -> int:
-    db = conf.DATABASE
-    counter = QuotaCounter.objects.using(db).filter(scope=quota.SCOPE).first()
-    held = TempUpload.objects.using(db).pending().aggregate(n=Sum("reserved"))["n"] or 0
-    return int((counter.used if counter else 0) - held)
 
 
 def last_run(*, host: str | None = None) -> SweepRun | None:

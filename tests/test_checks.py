@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def test_default_test_settings_pass_every_check(tempstore_dirs):
     assert checks.check_handlers() == []
     assert checks.check_middleware() == []
     assert checks.check_atomic_requests() == []
+    assert checks.check_stale_after() == []
 
 
 def test_e001_dir_cannot_be_created(settings, tmp_path: Path):
@@ -116,6 +118,21 @@ def test_w004_not_raised_for_a_separate_alias(settings, monkeypatch):
 
 
 @pytest.mark.django_db  # Django 6.1's check command also runs the database checks.
+def test_w005_stale_after_below_two_heartbeats(settings):
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = 10
+    settings.TEMPSTORE_STALE_AFTER = 19
+    messages = checks.check_stale_after()
+    assert ids(messages) == ["django_tempstore.W005"]
+    assert "still being received" in messages[0].msg
+    assert "20 seconds or more" in messages[0].hint
+
+
+def test_w005_not_raised_at_two_heartbeats(settings):
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = timedelta(seconds=10)
+    settings.TEMPSTORE_STALE_AFTER = timedelta(seconds=20)
+    assert checks.check_stale_after() == []
+
+
 def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: Path):
     registered = registry.registry.get_checks()
     for check in (
@@ -123,6 +140,7 @@ def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: 
         checks.check_handlers,
         checks.check_middleware,
         checks.check_atomic_requests,
+        checks.check_stale_after,
     ):
         assert check in registered
     settings.FILE_UPLOAD_HANDLERS = [TEMPORARY]
@@ -135,7 +153,13 @@ def test_check_ids_are_unique_and_all_documented():
     source = Path(checks.__file__).read_text()
     found = re.findall(r'id="(django_tempstore\.[EW]\d{3})"', source)
     per_function = {}
-    for name in ("check_dir", "check_handlers", "check_middleware", "check_atomic_requests"):
+    for name in (
+        "check_dir",
+        "check_handlers",
+        "check_middleware",
+        "check_atomic_requests",
+        "check_stale_after",
+    ):
         body = source.split(f"def {name}(")[1].split("\ndef ")[0]
         per_function[name] = set(re.findall(r'id="(django_tempstore\.[EW]\d{3})"', body))
     # An id belongs to one check function only.
@@ -148,6 +172,7 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.W002",
         "django_tempstore.W003",
         "django_tempstore.W004",
+        "django_tempstore.W005",
     }
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for check_id in set(found):

@@ -215,21 +215,39 @@ def test_every_call_records_a_sweep_run():
     assert json.loads(json.dumps(real.report)) == real.report
 
 
-def test_a_failed_sweep_records_its_error(monkeypatch):
+def test_a_failed_sweep_records_its_error():
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    make_upload(State.KEPT, expires_in=-1)
-    signals.upload_discarded.connect(broken)
-    try:
-        with pytest.raises(RuntimeError):
-            sweep()
-    finally:
-        signals.upload_discarded.disconnect(broken)
+    upload = make_upload(State.KEPT, expires_in=-1)
+    with pytest.raises(RuntimeError):
+        sweep(on_item=broken)
+    assert not upload.path.exists()
     run = SweepRun.objects.get()
     assert "disk on fire" in run.error
     assert run.finished_at is not None
     assert run.report["counts"]["expired"] == 1
+
+
+def test_a_raising_receiver_leaves_no_file_behind_and_is_logged(caplog):
+    def broken(sender, upload, reason, **kwargs):
+        raise RuntimeError("receiver on fire")
+
+    expired = [make_upload(State.KEPT, size=10, expires_in=-1) for _ in range(3)]
+    signals.upload_discarded.connect(broken)
+    try:
+        with caplog.at_level("ERROR", logger="django_tempstore"):
+            report = sweep()
+    finally:
+        signals.upload_discarded.disconnect(broken)
+
+    assert [upload.path.exists() for upload in expired] == [False, False, False]
+    assert (report.counts["expired"], report.bytes["expired"]) == (3, 30)
+    assert set(TempUpload.objects.values_list("state", flat=True)) == {State.DISCARDED}
+    failures = [r for r in caplog.records if r.name == "django_tempstore"]
+    assert len(failures) == 3
+    assert all("receiver on fire" in str(r.exc_info[1]) for r in failures)
+    assert SweepRun.objects.get().error == ""
 
 
 def test_report_round_trips_through_as_dict():

@@ -73,7 +73,7 @@ def test_startup_and_older_than_options(settings):
 
     run("--older-than", "3600")
     assert TempUpload.objects.get().state == State.RECEIVING
-    run("--startup", "--older-than", "10")
+    run("--startup", "--older-than", "20")
 
     assert TempUpload.objects.get().state == State.FAILED
     assert not upload.path.exists()
@@ -102,6 +102,20 @@ def test_failure_raises_command_error(settings, tmp_path):
 def test_negative_age_is_refused():
     with pytest.raises(CommandError, match="--older-than"):
         run("--older-than", "-1")
+
+
+def test_age_below_two_heartbeats_is_refused(settings):
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = 10
+    upload = make_upload(State.RECEIVING, age=15, expires_in=None)
+
+    with pytest.raises(CommandError, match=r"still being received.*Use 20 seconds or more"):
+        run("--older-than", "19")
+    assert TempUpload.objects.get().state == State.RECEIVING
+    assert upload.path.exists()
+    assert not SweepRun.objects.exists()
+
+    run("--older-than", "20")
+    assert TempUpload.objects.get().state == State.RECEIVING
 
 
 def test_exit_status_for_cron(settings, tmp_path):

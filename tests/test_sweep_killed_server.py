@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from tests.servers import multipart, request_head, run_server, wait_until
@@ -27,7 +29,7 @@ def pid_gone(pid: int) -> bool:
 
 @pytest.mark.parametrize(
     ("args", "kind"),
-    [(["--startup"], "dead"), (["--older-than", "0"], "stale")],
+    [(["--startup"], "dead"), (["--older-than", "20"], "stale")],
     ids=["startup", "stale-heartbeat"],
 )
 def test_sweep_after_sigkill_mid_upload(args, kind, settings, tmp_path, tempstore_dirs):
@@ -55,6 +57,12 @@ def test_sweep_after_sigkill_mid_upload(args, kind, settings, tmp_path, tempstor
     partial_size = partial.stat().st_size
     assert 0 < partial_size < len(body)
     assert wait_until(lambda: pid_gone(row.pid))
+    if kind == "stale":
+        # The heartbeat stopped with the kill; age it past --older-than (two
+        # heartbeat intervals, the least the command accepts) instead of waiting.
+        TempUpload.objects.filter(pk=row.pk).update(
+            updated_at=timezone.now() - timedelta(seconds=60)
+        )
 
     out = StringIO()
     call_command("sweep_temp", *args, "-v", "2", stdout=out)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_tempstore.conf import conf
 from django_tempstore.sweep import KIND_LABELS, sweep
 
 
@@ -37,7 +38,8 @@ class Command(BaseCommand):
             default=None,
             help=(
                 "Treat heartbeats and orphan files older than SECONDS as dead "
-                "(overrides TEMPSTORE_STALE_AFTER and TEMPSTORE_ORPHAN_GRACE)."
+                "(overrides TEMPSTORE_STALE_AFTER and TEMPSTORE_ORPHAN_GRACE). "
+                "At least twice TEMPSTORE_HEARTBEAT_INTERVAL."
             ),
         )
 
@@ -52,6 +54,16 @@ class Command(BaseCommand):
     ) -> None:
         if older_than is not None and older_than < 0:
             raise CommandError("--older-than must be a number of seconds, 0 or more.")
+        # A live upload heartbeats once per interval at best: below two intervals,
+        # the sweep would fail uploads that are still being received.
+        floor = 2 * conf.HEARTBEAT_INTERVAL.total_seconds()
+        if older_than is not None and older_than < floor:
+            raise CommandError(
+                f"--older-than {older_than:g} would delete uploads still being received: "
+                f"a live upload's heartbeat is only written every "
+                f"TEMPSTORE_HEARTBEAT_INTERVAL ({floor / 2:g} s). "
+                f"Use {floor:g} seconds or more."
+            )
         verb = "Would delete" if dry_run else "Deleted"
 
         def on_item(kind: str, name: str, nbytes: int) -> None:
