@@ -54,7 +54,9 @@ class UploadValidator:
 
     Each hook may raise an ``UploadRejected`` subclass to refuse the file. A
     shallow copy of the validator is made for each file, so hooks may keep
-    per-file state on ``self``.
+    per-file state on ``self`` by assigning attributes; they must not mutate
+    objects created in ``__init__`` (a dict, a list): every copy shares those.
+    Create such state in ``start()``.
     """
 
     def start(self, upload: TempUpload, request: HttpRequest | None) -> None:
@@ -197,6 +199,8 @@ class ExpectedDigest(UploadValidator):
         self._hashes: dict[str, Any] = {}
 
     def start(self, upload: TempUpload, request: HttpRequest | None) -> None:
+        # New dicts per file: the copies made by FileValidation share __init__'s.
+        self._expected, self._hashes = {}, {}
         if not self.header or request is None:
             return
         for name in self.HEADERS:

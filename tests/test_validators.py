@@ -312,3 +312,17 @@ def test_real_server_rejects_and_cleans_up(server, assert_clean):
     assert response.startswith(b"HTTP/1.1 415"), response[:200]
     assert TempUpload.objects.get().state == State.FAILED
     assert_clean()
+
+
+def test_digest_header_of_one_request_does_not_leak_into_the_next(client, settings, assert_clean):
+    # One instance in the setting: every file's validator is a copy of it.
+    settings.TEMPSTORE_VALIDATORS = [ExpectedDigest()]
+    value = f"sha-256=:{b64(hashlib.sha256(PNG).digest())}:"
+    first = client.post(
+        "/accept/", {"file": upload("a.png", PNG)}, headers={"Content-Digest": value}
+    )
+    second = client.post("/accept/", {"file": upload("b.gif", GIF)})
+
+    assert first.status_code == 200, first.content
+    assert second.status_code == 200, second.content
+    assert_clean()
