@@ -388,13 +388,13 @@ def validate_uploads(*validators: Any, inherit: bool = True) -> Callable[[F], F]
     view up; validators with a ``parsed`` hook run before the view.
     """
     chosen = ViewValidators(validators, inherit)
-    wants_fields = any(type(v).parsed is not UploadValidator.parsed for v in load(validators))
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             request._tempstore_validators = chosen  # type: ignore[attr-defined]
-            if wants_fields:
+            # Resolved per call: inherited TEMPSTORE_VALIDATORS may have parsed hooks too.
+            if any(type(v).parsed is not UploadValidator.parsed for v in chosen.resolve()):
                 _run_parsed_hooks(request)
             return view(request, *args, **kwargs)
 

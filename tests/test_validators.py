@@ -326,3 +326,13 @@ def test_digest_header_of_one_request_does_not_leak_into_the_next(client, settin
     assert first.status_code == 200, first.content
     assert second.status_code == 200, second.content
     assert_clean()
+
+
+def test_inheriting_view_runs_the_project_validators_parsed_hooks(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [ExpectedDigest(field="sha256")]
+    response = client.post(
+        "/txt/",
+        {"file": upload("notes.txt", b"hello"), "sha256": hashlib.sha256(b"other").hexdigest()},
+    )
+
+    assert_rejected(response, 422, assert_clean, "does not match the digest")
