@@ -186,7 +186,8 @@ class ExpectedDigest(UploadValidator):
     (RFC 9530 syntax, ``sha-256=:<base64>:``, taken as the digest of the file,
     so such a request may carry only one file), and/or from the form field
     ``field`` (checked once the form is parsed, with ``@validate_uploads``).
-    ``required=True`` also refuses a file sent without any digest.
+    ``required=True`` also refuses a file sent without any digest; it is not
+    enforced outside a request (``promote()`` re-validating a kept upload).
     """
 
     HEADERS = ("Content-Digest", "Repr-Digest")
@@ -197,10 +198,12 @@ class ExpectedDigest(UploadValidator):
         self.required = required
         self._expected: dict[str, bytes] = {}
         self._hashes: dict[str, Any] = {}
+        self._in_request = False
 
     def start(self, upload: TempUpload, request: HttpRequest | None) -> None:
         # New dicts per file: the copies made by FileValidation share __init__'s.
         self._expected, self._hashes = {}, {}
+        self._in_request = request is not None
         if not self.header or request is None:
             return
         for name in self.HEADERS:
@@ -230,7 +233,9 @@ class ExpectedDigest(UploadValidator):
     def complete(self, upload: TempUpload, size: int) -> None:
         if self._expected:
             self._compare(upload, self._expected)
-        elif self.required and not self.field:
+        elif self.required and not self.field and self._in_request:
+            # Outside a request (promotion re-validating a kept upload) there is
+            # no header to read: the digest was checked while the file streamed.
             raise DigestMismatch("Send the file's digest in a Content-Digest header.")
 
     def parsed(self, upload: TempUpload, request: HttpRequest) -> None:
