@@ -30,7 +30,6 @@ from .exceptions import (
     UploadRejected,
 )
 from .models import State, TempUpload
-from .storage import unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -356,7 +355,7 @@ def validate_file(upload: TempUpload, validators: list[UploadValidator]) -> None
 
 
 def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAILED) -> bool:
-    """Close a refused upload and delete its file; False if it was already closed.
+    """Delete a refused upload's file and close it; False if it was already closed.
 
     An ``UploadInfected`` refusal ends ``quarantined`` (see ``scanners.quarantine``);
     any other ends in ``state`` with ``reason`` "rejected: <message>" and sends
@@ -367,11 +366,7 @@ def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAIL
 
         return quarantine(upload, exc.signature)
     reason = f"rejected: {exc.message}"
-    if not lifecycle.close(upload, state, reason):
-        return False
-    unlink(upload.path)
-    signals.upload_rejected.send(sender=TempUpload, upload=upload, reason=reason, status=exc.status)
-    return True
+    return lifecycle.end(upload, state, reason, signals.upload_rejected, status=exc.status)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

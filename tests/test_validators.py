@@ -12,13 +12,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from django_tempstore import signals
-from django_tempstore.exceptions import DigestMismatch, UnsupportedMediaType
+from django_tempstore.exceptions import DigestMismatch, UnsupportedMediaType, UploadInfected
 from django_tempstore.models import State, TempUpload
 from django_tempstore.validators import (
     ExpectedDigest,
     MaxSize,
     UploadValidator,
     parse_digest_header,
+    reject,
 )
 from tests.servers import multipart, request_head
 
@@ -336,3 +337,22 @@ def test_inheriting_view_runs_the_project_validators_parsed_hooks(client, settin
     )
 
     assert_rejected(response, 422, assert_clean, "does not match the digest")
+
+
+@pytest.mark.parametrize(
+    "exc", [UnsupportedMediaType("Send a PNG."), UploadInfected("Eicar-Test-Signature")]
+)
+def test_reject_deletes_the_file_even_if_the_row_was_closed_meanwhile(
+    client, settings, tmp_path, exc
+):
+    settings.TEMPSTORE_QUARANTINE_DIR = tmp_path / "quarantine"
+    response = client.post("/keep/", {"file": upload("a.png", PNG)})
+    row = TempUpload.objects.get(pk=response.json()["id"])
+    assert row.path.exists()
+    # A sweep (or another task) closes the row between our read and our reject.
+    TempUpload.objects.filter(pk=row.pk).update(state=State.DISCARDED)
+
+    assert reject(row, exc) is False
+    assert not row.path.exists()
+    assert not (tmp_path / "quarantine" / row.name).exists()
+    assert TempUpload.objects.get(pk=row.pk).state == State.DISCARDED
