@@ -1,7 +1,8 @@
-"""System checks: ``django_tempstore.E001`` .. ``W005``."""
+"""System checks: ``django_tempstore.E001`` .. ``E004`` and ``W001`` .. ``W005``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from typing import Any
@@ -153,6 +154,73 @@ def check_stale_after(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                     "upload rate."
                 ),
                 id="django_tempstore.W005",
+            )
+        ]
+    return []
+
+
+def _configured_validators() -> list[Any]:
+    """TEMPSTORE_VALIDATORS and the validators of each ``@validate_uploads`` view in the URLconf."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    from .validators import load
+
+    found: list[Any] = []
+    entries: list[Any] = [conf.VALIDATORS]
+    stack: list[Any] = list(get_resolver().url_patterns)
+    while stack:
+        pattern = stack.pop()
+        if isinstance(pattern, URLResolver):
+            stack.extend(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            chosen = getattr(pattern.callback, "tempstore_validators", None)
+            if chosen is not None:
+                entries.append(chosen.validators)
+    for group in entries:
+        try:
+            found.extend(load(group))
+        except Exception:  # An unimportable validator fails loudly on the first upload.
+            continue
+    return found
+
+
+@register(Tags.compatibility)
+def check_scanner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .scanners import Antivirus
+
+    if conf.SCANNER is not None:
+        return []
+    if any(isinstance(v, Antivirus) and v.scanner is None for v in _configured_validators()):
+        return [
+            Error(
+                "The Antivirus validator is used but TEMPSTORE_SCANNER is not set: "
+                "every upload it checks fails with a server error.",
+                hint=(
+                    "Set TEMPSTORE_SCANNER (e.g. "
+                    '{"BACKEND": "django_tempstore.scanners.ClamAVScanner"}) '
+                    "or give Antivirus(scanner=...)."
+                ),
+                id="django_tempstore.E003",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_digest(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    name = conf.DIGEST
+    if not name:
+        return []
+    try:
+        hashlib.new(name).hexdigest()
+    except (ValueError, TypeError):  # Unknown, or a SHAKE needing a length.
+        return [
+            Error(
+                f"TEMPSTORE_DIGEST {name!r} is not a hashlib algorithm with a fixed-size "
+                "digest: every upload fails with a server error.",
+                hint='Use "sha256" (the default), another hashlib name such as "sha512", '
+                "or None to compute no digest.",
+                id="django_tempstore.E004",
             )
         ]
     return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from .models import PENDING_STATES, State, TempUpload
 from .storage import current_umask, link_atomic, new_name, unlink
 
 if TYPE_CHECKING:
+    from django.dispatch import Signal
     from django.http import HttpRequest
 
 logger = logging.getLogger("django_tempstore")
@@ -170,27 +171,41 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     return result
 
 
-def discard(upload: TempUpload, reason: str = "") -> bool:
-    """Delete a pending upload's temp file; False if it was already closed."""
+def end(
+    upload: TempUpload,
+    state: State,
+    reason: str,
+    signal: Signal,
+    *,
+    before_delete: Callable[[], None] | None = None,
+    **signal_kwargs: Any,
+) -> bool:
+    """Delete a pending upload's temp file, close its row, then send ``signal``.
+
+    The file goes first and the row's close releases the quota after it, so the
+    quota bounds the disk; if the row was closed meanwhile the file is deleted
+    all the same and False is returned. ``before_delete`` runs first (to keep a
+    copy of the file, as quarantine does).
+    """
     if not upload.is_pending:
         return False
-    # The file goes before its quota is released, so the quota bounds the disk.
+    if before_delete is not None:
+        before_delete()
     unlink(upload.path)
-    if not close(upload, State.DISCARDED, reason):
+    if not close(upload, state, reason):
         return False
-    signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)
+    signal.send(sender=TempUpload, upload=upload, reason=reason, **signal_kwargs)
     return True
+
+
+def discard(upload: TempUpload, reason: str = "") -> bool:
+    """Delete a pending upload's temp file; False if it was already closed."""
+    return end(upload, State.DISCARDED, reason, signals.upload_discarded)
 
 
 def fail(upload: TempUpload, reason: str) -> bool:
     """Abort an upload that could not be received; delete its partial file."""
-    if not upload.is_pending:
-        return False
-    unlink(upload.path)
-    if not close(upload, State.FAILED, reason):
-        return False
-    signals.upload_failed.send(sender=TempUpload, upload=upload, reason=reason)
-    return True
+    return end(upload, State.FAILED, reason, signals.upload_failed)
 
 
 def storage_label(storage: Storage) -> str:

@@ -92,7 +92,10 @@ def promote(
     target = storages[storage] if storage else default_storage
     try:
         lifecycle.persist(upload, name, target)
-    except OSError as exc:
+    except ValueError:
+        raise  # Closed meanwhile: retrying cannot help.
+    except Exception as exc:
+        # Remote storages fail with their own exceptions (botocore's ClientError), not OSError.
         raise TransientError(f"could not store the file: {exc}") from exc
     return _result(upload)
 

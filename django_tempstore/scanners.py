@@ -6,6 +6,7 @@ import logging
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from django.utils.module_loading import import_string
@@ -133,22 +134,35 @@ def quarantine(upload: TempUpload, signature: str) -> bool:
     The file is deleted, or moved into ``TEMPSTORE_QUARANTINE_DIR`` (mode
     0600, under its temp name) when that is set, for someone to inspect.
     """
-    reason = f"infected: {signature}"
-    if not lifecycle.close(upload, State.QUARANTINED, reason):
-        return False
     target_dir = conf.QUARANTINE_DIR
-    if target_dir is not None:
-        ensure_dir(target_dir)
+    kept: list[Path] = []
+
+    def keep_evidence() -> None:
+        if target_dir is None:
+            return
+        target = target_dir / upload.name
         try:
-            link_atomic(upload.path, target_dir / upload.name, mode=0o600)
+            ensure_dir(target_dir)
+            link_atomic(upload.path, target, mode=0o600)
         except OSError:
             # Keeping evidence must never keep the file in the temp dir.
             logger.exception("django-tempstore could not quarantine %s", upload.pk)
-    unlink(upload.path)
-    signals.upload_quarantined.send(
-        sender=TempUpload, upload=upload, reason=reason, signature=signature
-    )
-    return True
+        else:
+            kept.append(target)
+
+    reason = f"infected: {signature}"
+    if lifecycle.end(
+        upload,
+        State.QUARANTINED,
+        reason,
+        signals.upload_quarantined,
+        before_delete=keep_evidence,
+        signature=signature,
+    ):
+        return True
+    for path in kept:  # Closed otherwise meanwhile: no row points at the copy.
+        unlink(path)
+    return False
 
 
 class Antivirus(UploadValidator):

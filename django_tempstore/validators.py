@@ -30,7 +30,6 @@ from .exceptions import (
     UploadRejected,
 )
 from .models import State, TempUpload
-from .storage import unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -54,7 +53,9 @@ class UploadValidator:
 
     Each hook may raise an ``UploadRejected`` subclass to refuse the file. A
     shallow copy of the validator is made for each file, so hooks may keep
-    per-file state on ``self``.
+    per-file state on ``self`` by assigning attributes; they must not mutate
+    objects created in ``__init__`` (a dict, a list): every copy shares those.
+    Create such state in ``start()``.
     """
 
     def start(self, upload: TempUpload, request: HttpRequest | None) -> None:
@@ -184,7 +185,8 @@ class ExpectedDigest(UploadValidator):
     (RFC 9530 syntax, ``sha-256=:<base64>:``, taken as the digest of the file,
     so such a request may carry only one file), and/or from the form field
     ``field`` (checked once the form is parsed, with ``@validate_uploads``).
-    ``required=True`` also refuses a file sent without any digest.
+    ``required=True`` also refuses a file sent without any digest; it is not
+    enforced outside a request (``promote()`` re-validating a kept upload).
     """
 
     HEADERS = ("Content-Digest", "Repr-Digest")
@@ -195,8 +197,12 @@ class ExpectedDigest(UploadValidator):
         self.required = required
         self._expected: dict[str, bytes] = {}
         self._hashes: dict[str, Any] = {}
+        self._in_request = False
 
     def start(self, upload: TempUpload, request: HttpRequest | None) -> None:
+        # New dicts per file: the copies made by FileValidation share __init__'s.
+        self._expected, self._hashes = {}, {}
+        self._in_request = request is not None
         if not self.header or request is None:
             return
         for name in self.HEADERS:
@@ -226,7 +232,9 @@ class ExpectedDigest(UploadValidator):
     def complete(self, upload: TempUpload, size: int) -> None:
         if self._expected:
             self._compare(upload, self._expected)
-        elif self.required and not self.field:
+        elif self.required and not self.field and self._in_request:
+            # Outside a request (promotion re-validating a kept upload) there is
+            # no header to read: the digest was checked while the file streamed.
             raise DigestMismatch("Send the file's digest in a Content-Digest header.")
 
     def parsed(self, upload: TempUpload, request: HttpRequest) -> None:
@@ -347,7 +355,7 @@ def validate_file(upload: TempUpload, validators: list[UploadValidator]) -> None
 
 
 def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAILED) -> bool:
-    """Close a refused upload and delete its file; False if it was already closed.
+    """Delete a refused upload's file and close it; False if it was already closed.
 
     An ``UploadInfected`` refusal ends ``quarantined`` (see ``scanners.quarantine``);
     any other ends in ``state`` with ``reason`` "rejected: <message>" and sends
@@ -358,11 +366,7 @@ def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAIL
 
         return quarantine(upload, exc.signature)
     reason = f"rejected: {exc.message}"
-    if not lifecycle.close(upload, state, reason):
-        return False
-    unlink(upload.path)
-    signals.upload_rejected.send(sender=TempUpload, upload=upload, reason=reason, status=exc.status)
-    return True
+    return lifecycle.end(upload, state, reason, signals.upload_rejected, status=exc.status)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -384,13 +388,13 @@ def validate_uploads(*validators: Any, inherit: bool = True) -> Callable[[F], F]
     view up; validators with a ``parsed`` hook run before the view.
     """
     chosen = ViewValidators(validators, inherit)
-    wants_fields = any(type(v).parsed is not UploadValidator.parsed for v in load(validators))
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             request._tempstore_validators = chosen  # type: ignore[attr-defined]
-            if wants_fields:
+            # Resolved per call: inherited TEMPSTORE_VALIDATORS may have parsed hooks too.
+            if any(type(v).parsed is not UploadValidator.parsed for v in chosen.resolve()):
                 _run_parsed_hooks(request)
             return view(request, *args, **kwargs)
 

@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 from django.core.checks import registry
 from django.core.management import call_command
+from django.http import HttpResponse
+from django.urls import include, path
 
 from django_tempstore import checks
 from django_tempstore.handlers import TempStoreUploadHandler
+from django_tempstore.scanners import Antivirus, ClamAVScanner
+from django_tempstore.validators import validate_uploads
 
 HANDLER = "django_tempstore.handlers.TempStoreUploadHandler"
 MEMORY = "django.core.files.uploadhandler.MemoryFileUploadHandler"
@@ -31,6 +35,8 @@ def test_default_test_settings_pass_every_check(tempstore_dirs):
     assert checks.check_middleware() == []
     assert checks.check_atomic_requests() == []
     assert checks.check_stale_after() == []
+    assert checks.check_scanner() == []
+    assert checks.check_digest() == []
 
 
 def test_e001_dir_cannot_be_created(settings, tmp_path: Path):
@@ -117,7 +123,44 @@ def test_w004_not_raised_for_a_separate_alias(settings, monkeypatch):
     assert checks.check_atomic_requests() == []
 
 
-@pytest.mark.django_db  # Django 6.1's check command also runs the database checks.
+def test_e003_antivirus_validator_without_a_scanner(settings):
+    settings.TEMPSTORE_VALIDATORS = ["django_tempstore.scanners.Antivirus"]
+    assert ids(checks.check_scanner()) == ["django_tempstore.E003"]
+    settings.TEMPSTORE_SCANNER = "django_tempstore.scanners.ClamAVScanner"
+    assert checks.check_scanner() == []
+
+
+def test_e003_not_raised_when_the_validator_has_its_own_scanner(settings):
+    settings.TEMPSTORE_VALIDATORS = [Antivirus(scanner=ClamAVScanner("tcp://127.0.0.1:3310"))]
+    assert checks.check_scanner() == []
+
+
+def _scanned_view(request):
+    return HttpResponse()
+
+
+urlpatterns = [
+    path("nested/", include([path("scan/", validate_uploads(Antivirus())(_scanned_view))])),
+]
+
+
+def test_e003_antivirus_on_a_view(settings):
+    settings.ROOT_URLCONF = __name__
+    assert ids(checks.check_scanner()) == ["django_tempstore.E003"]
+
+
+@pytest.mark.parametrize("name", ["md6", "no-such-hash", "shake_128"])
+def test_e004_invalid_digest(settings, name):
+    settings.TEMPSTORE_DIGEST = name
+    assert ids(checks.check_digest()) == ["django_tempstore.E004"]
+
+
+@pytest.mark.parametrize("name", [None, "sha512", "blake2b"])
+def test_e004_not_raised_for_a_valid_digest_or_none(settings, name):
+    settings.TEMPSTORE_DIGEST = name
+    assert checks.check_digest() == []
+
+
 def test_w005_stale_after_below_two_heartbeats(settings):
     settings.TEMPSTORE_HEARTBEAT_INTERVAL = 10
     settings.TEMPSTORE_STALE_AFTER = 19
@@ -133,6 +176,7 @@ def test_w005_not_raised_at_two_heartbeats(settings):
     assert checks.check_stale_after() == []
 
 
+@pytest.mark.django_db  # Django 6.1's check command also runs the database checks.
 def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: Path):
     registered = registry.registry.get_checks()
     for check in (
@@ -141,6 +185,8 @@ def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: 
         checks.check_middleware,
         checks.check_atomic_requests,
         checks.check_stale_after,
+        checks.check_scanner,
+        checks.check_digest,
     ):
         assert check in registered
     settings.FILE_UPLOAD_HANDLERS = [TEMPORARY]
@@ -159,6 +205,8 @@ def test_check_ids_are_unique_and_all_documented():
         "check_middleware",
         "check_atomic_requests",
         "check_stale_after",
+        "check_scanner",
+        "check_digest",
     ):
         body = source.split(f"def {name}(")[1].split("\ndef ")[0]
         per_function[name] = set(re.findall(r'id="(django_tempstore\.[EW]\d{3})"', body))
@@ -168,6 +216,8 @@ def test_check_ids_are_unique_and_all_documented():
     assert set(found) == {
         "django_tempstore.E001",
         "django_tempstore.E002",
+        "django_tempstore.E003",
+        "django_tempstore.E004",
         "django_tempstore.W001",
         "django_tempstore.W002",
         "django_tempstore.W003",

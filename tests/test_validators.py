@@ -12,13 +12,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from django_tempstore import signals
-from django_tempstore.exceptions import DigestMismatch, UnsupportedMediaType
+from django_tempstore.exceptions import DigestMismatch, UnsupportedMediaType, UploadInfected
 from django_tempstore.models import State, TempUpload
 from django_tempstore.validators import (
     ExpectedDigest,
     MaxSize,
     UploadValidator,
     parse_digest_header,
+    reject,
 )
 from tests.servers import multipart, request_head
 
@@ -312,3 +313,46 @@ def test_real_server_rejects_and_cleans_up(server, assert_clean):
     assert response.startswith(b"HTTP/1.1 415"), response[:200]
     assert TempUpload.objects.get().state == State.FAILED
     assert_clean()
+
+
+def test_digest_header_of_one_request_does_not_leak_into_the_next(client, settings, assert_clean):
+    # One instance in the setting: every file's validator is a copy of it.
+    settings.TEMPSTORE_VALIDATORS = [ExpectedDigest()]
+    value = f"sha-256=:{b64(hashlib.sha256(PNG).digest())}:"
+    first = client.post(
+        "/accept/", {"file": upload("a.png", PNG)}, headers={"Content-Digest": value}
+    )
+    second = client.post("/accept/", {"file": upload("b.gif", GIF)})
+
+    assert first.status_code == 200, first.content
+    assert second.status_code == 200, second.content
+    assert_clean()
+
+
+def test_inheriting_view_runs_the_project_validators_parsed_hooks(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [ExpectedDigest(field="sha256")]
+    response = client.post(
+        "/txt/",
+        {"file": upload("notes.txt", b"hello"), "sha256": hashlib.sha256(b"other").hexdigest()},
+    )
+
+    assert_rejected(response, 422, assert_clean, "does not match the digest")
+
+
+@pytest.mark.parametrize(
+    "exc", [UnsupportedMediaType("Send a PNG."), UploadInfected("Eicar-Test-Signature")]
+)
+def test_reject_deletes_the_file_even_if_the_row_was_closed_meanwhile(
+    client, settings, tmp_path, exc
+):
+    settings.TEMPSTORE_QUARANTINE_DIR = tmp_path / "quarantine"
+    response = client.post("/keep/", {"file": upload("a.png", PNG)})
+    row = TempUpload.objects.get(pk=response.json()["id"])
+    assert row.path.exists()
+    # A sweep (or another task) closes the row between our read and our reject.
+    TempUpload.objects.filter(pk=row.pk).update(state=State.DISCARDED)
+
+    assert reject(row, exc) is False
+    assert not row.path.exists()
+    assert not (tmp_path / "quarantine" / row.name).exists()
+    assert TempUpload.objects.get(pk=row.pk).state == State.DISCARDED
