@@ -210,6 +210,9 @@ def _unwrap(storage: Storage) -> Storage:
 def _plain_filesystem(storage: Storage) -> bool:
     if not isinstance(storage, FileSystemStorage):
         return False
+    # A storage that may overwrite wants replacing, which a hard link cannot do.
+    if getattr(storage, "_allow_overwrite", False):
+        return False
     # A subclass that overrides _save() must get to run it.
     return type(storage)._save is FileSystemStorage._save  # type: ignore[attr-defined]
 
@@ -280,9 +283,13 @@ def _fit_name(name: str, location: str) -> str:
     return f"{head}/{stem}{ext}" if head else stem + ext
 
 
+#: Names persist() tries before it gives up (each taken between check and link).
+_PERSIST_TRIES = 100
+
+
 def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
     name = _fit_name(storage.generate_filename(name), str(storage.location))
-    while True:
+    for _ in range(_PERSIST_TRIES):
         name = storage.get_available_name(name)
         target = Path(storage.path(name))
         if storage.directory_permissions_mode is not None:
@@ -296,6 +303,7 @@ def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemSto
         except FileExistsError:
             continue  # Taken between get_available_name() and now: pick again.
         return name.replace("\\", "/")
+    raise FileExistsError(f"No free name for {name!r} after {_PERSIST_TRIES} tries.")
 
 
 def _file_mode(storage: FileSystemStorage) -> int:

@@ -237,3 +237,37 @@ def test_persist_without_upload_permissions_uses_the_umask(client, settings, ass
 
     assert stat.S_IMODE((settings.MEDIA_ROOT / name).stat().st_mode) == 0o640
     assert_clean()
+
+
+def test_persist_to_an_overwriting_storage_replaces_the_file(client, settings, assert_clean):
+    from django.core.files.storage import FileSystemStorage
+
+    storage = FileSystemStorage(location=settings.MEDIA_ROOT, allow_overwrite=True)
+    storage.save("same.bin", SimpleUploadedFile("same.bin", b"old"))
+    row = TempUpload.objects.get(pk=client.post("/keep/", {"file": upload()}).json()["id"])
+
+    # With allow_overwrite, get_available_name() returns the taken name every time.
+    assert row.persist("same.bin", storage) == "same.bin"
+
+    assert (settings.MEDIA_ROOT / "same.bin").read_bytes() == PAYLOAD
+    assert TempUpload.objects.get(pk=row.pk).state == State.PERSISTED
+    assert_clean()
+
+
+def test_persist_gives_up_when_no_name_is_ever_free(client, settings):
+    from django.core.files.storage import FileSystemStorage
+
+    class SameName(FileSystemStorage):
+        def get_available_name(self, name, max_length=None):
+            return name
+
+    storage = SameName(location=settings.MEDIA_ROOT)
+    storage.save("same.bin", SimpleUploadedFile("same.bin", b"old"))
+    row = TempUpload.objects.get(pk=client.post("/keep/", {"file": upload()}).json()["id"])
+
+    with pytest.raises(FileExistsError):
+        row.persist("same.bin", storage)
+
+    assert (settings.MEDIA_ROOT / "same.bin").read_bytes() == b"old"
+    assert TempUpload.objects.get(pk=row.pk).state == State.KEPT
+    row.discard()
