@@ -186,7 +186,10 @@ class TempStoreUploadHandler(FileUploadHandler):
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + conf.HEARTBEAT_INTERVAL.total_seconds()
-            lifecycle.heartbeat(upload, size)
+            try:
+                lifecycle.heartbeat(upload, size)
+            except UploadRejected as exc:
+                self._abort(exc, exc.reason)
         return None
 
     def file_complete(self, file_size: int) -> TempStoreUploadedFile:
@@ -195,7 +198,10 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
         self._validate("complete", file_size, digest)
-        lifecycle.complete(upload, file_size, digest)
+        try:
+            lifecycle.complete(upload, file_size, digest)
+        except UploadRejected as exc:
+            self._abort(exc, exc.reason)
         quota.trim(upload)
         return self.file
 

@@ -23,6 +23,7 @@ from django.utils.functional import LazyObject, empty
 
 from . import quota, signals
 from .conf import conf
+from .exceptions import UploadRejected
 from .models import PENDING_STATES, State, TempUpload
 from .storage import current_umask, link_atomic, new_name, unlink
 
@@ -77,13 +78,24 @@ def _pending(upload: TempUpload) -> Any:
     return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
 
 
+def _closed_while_receiving() -> UploadRejected:
+    return UploadRejected(
+        "The server cancelled this upload while receiving it. Send it again.",
+        status=409,
+        reason="the upload was closed by another process while receiving",
+    )
+
+
 def heartbeat(upload: TempUpload, size: int) -> None:
+    """Record that ``upload`` is alive; raise a 409 refusal if it was closed (swept)."""
     now = timezone.now()
-    _pending(upload).update(size=size, updated_at=now)
+    if not _pending(upload).update(size=size, updated_at=now):
+        raise _closed_while_receiving()
     upload.size, upload.updated_at = size, now
 
 
 def complete(upload: TempUpload, size: int, digest: str) -> None:
+    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile."""
     now = timezone.now()
     fields = {
         "state": State.COMPLETE,
@@ -92,9 +104,9 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
         "updated_at": now,
         "expires_at": now + conf.COMPLETE_TTL,
     }
-    TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING).update(
-        **fields
-    )
+    rows = TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING)
+    if not rows.update(**fields):
+        raise _closed_while_receiving()
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)

@@ -271,3 +271,44 @@ def test_persist_gives_up_when_no_name_is_ever_free(client, settings):
     assert (settings.MEDIA_ROOT / "same.bin").read_bytes() == b"old"
     assert TempUpload.objects.get(pk=row.pk).state == State.KEPT
     row.discard()
+
+
+class ClosedBySweep:
+    """Does to the row what a sweep does to a stale upload, at one handler step."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def _sweep(self, upload):
+        from django_tempstore import lifecycle
+
+        lifecycle.fail(TempUpload.objects.get(pk=upload.pk), "swept as stale")
+
+    def start(self, upload, request):
+        pass
+
+    def chunk(self, upload, data, offset):
+        if self.hook == "chunk":
+            self._sweep(upload)
+
+    def complete(self, upload, size):
+        if self.hook == "complete":
+            self._sweep(upload)
+
+    def parsed(self, upload, request):
+        pass
+
+
+@pytest.mark.parametrize("hook", ["chunk", "complete"])
+def test_upload_swept_while_receiving_answers_409(client, settings, hook, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [ClosedBySweep(hook)]
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = 0  # A heartbeat after every chunk.
+
+    response = client.post("/persist/", {"file": upload()})
+
+    assert response.status_code == 409
+    assert "Send it again" in response.content.decode()
+    row = TempUpload.objects.get()
+    assert row.state == State.FAILED
+    assert row.reason == "swept as stale"
+    assert_clean()
