@@ -25,7 +25,7 @@ from . import quota, signals
 from .conf import conf
 from .exceptions import UploadRejected
 from .models import PENDING_STATES, State, TempUpload
-from .storage import current_umask, link_atomic, new_name, unlink
+from .storage import current_umask, link_atomic, new_name, open_temp, unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -242,7 +242,7 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     if _plain_filesystem(storage):
         final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
     else:
-        with open(upload.path, "rb") as fh:
+        with open_temp(upload.name) as fh:
             final = storage.save(name, File(fh, name=upload.original_name or name))
 
     label = storage_label(storage)
