@@ -141,11 +141,14 @@ def current_umask() -> int:
 def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
     """Make ``source``'s bytes appear at ``target`` all at once, never overwriting.
 
-    Same filesystem: a hard link. Across filesystems (EXDEV): copy to a hidden
+    Same filesystem: fsync, then a hard link. Across filesystems (EXDEV): copy to a hidden
     part file in the target directory, fsync, link it into place, fsync the
     directory. Raise FileExistsError if ``target`` exists; ``source`` stays.
     """
     try:
+        # The upload path never fsyncs (that would cost on every upload): a
+        # persisted file's data must be on disk before its name can be.
+        _fsync_file(source)
         os.link(source, target, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
@@ -160,6 +163,14 @@ def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
     if mode is not None:
         os.chmod(target, mode)
     fsync_dir(target.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_then_link(source: Path, target: Path) -> None:

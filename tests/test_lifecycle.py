@@ -312,3 +312,20 @@ def test_upload_swept_while_receiving_answers_409(client, settings, hook, assert
     assert row.state == State.FAILED
     assert row.reason == "swept as stale"
     assert_clean()
+
+
+def test_same_filesystem_persist_fsyncs_the_data_before_linking(client, settings, monkeypatch):
+    real_fsync = os.fsync
+    synced = []
+
+    def spy(fd):
+        st = os.fstat(fd)
+        synced.append(((st.st_dev, st.st_ino), st.st_nlink))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    response = client.post("/persist/", {"file": upload("durable.bin")})
+
+    st = (settings.MEDIA_ROOT / response.json()["name"]).stat()
+    # The file's inode was flushed while it had one link: before the link was made.
+    assert ((st.st_dev, st.st_ino), 1) in synced
