@@ -180,3 +180,9 @@ def parse_then_wait(request: HttpRequest) -> JsonResponse:
     PARSED.set()
     RELEASE.wait(timeout=30)
     return JsonResponse(files)
+
+
+@csrf_exempt
+async def accept_async(request: HttpRequest) -> JsonResponse:
+    """An async view that reads request.FILES itself."""
+    return JsonResponse(describe(request))
