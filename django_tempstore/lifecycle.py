@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.functional import LazyObject, empty
 
@@ -251,9 +251,9 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
         storage.delete(final)
         raise ValueError(f"Upload {upload.pk} was closed while it was being persisted.")
 
-    connection = transaction.get_connection(conf.DATABASE)
-    if connection.in_atomic_block:
-        upload._tempstore_uncommitted = (storage, final)  # type: ignore[attr-defined]
+    alias = _atomic_alias()
+    if alias is not None:
+        upload._tempstore_uncommitted = (storage, final, alias)  # type: ignore[attr-defined]
 
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
@@ -262,11 +262,25 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
             # act on a file that is about to be deleted.
             _announce_persisted(upload, final, storage)
 
-        transaction.on_commit(committed, using=conf.DATABASE)
+        transaction.on_commit(committed, using=alias)
     else:
         unlink(upload.path)
         _announce_persisted(upload, final, storage)
     return final
+
+
+def _atomic_alias() -> str | None:
+    """The database whose open transaction a persist belongs to, if any.
+
+    ``TEMPSTORE_DATABASE`` first; else any other alias in an atomic block (the
+    application's transaction when ``TEMPSTORE_DATABASE`` is a separate alias).
+    """
+    if transaction.get_connection(conf.DATABASE).in_atomic_block:
+        return conf.DATABASE
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            return str(connection.alias)
+    return None
 
 
 def _announce_persisted(upload: TempUpload, name: str, storage: Storage) -> None:
@@ -334,8 +348,30 @@ def rollback_uncommitted(upload: TempUpload) -> None:
     pending = getattr(upload, "_tempstore_uncommitted", None)
     if not pending:
         return
-    storage, final = pending
+    storage, final, alias = pending
     upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+    if alias == conf.DATABASE:
+        # The row's change rolled back with the rest.
+        upload.refresh_from_db(using=conf.DATABASE)
+        if upload.state != State.PERSISTED:
+            storage.delete(final)
+        return
+    # The row was closed on TEMPSTORE_DATABASE, outside the transaction that
+    # rolled back (its on_commit never ran): undo the persist by hand.
+    storage.delete(final)
+    reason = "the transaction that persisted it rolled back"
+    now = timezone.now()
+    rows = TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state=State.PERSISTED, persisted_name=final
+    )
+    undone = rows.update(
+        state=State.DISCARDED,
+        reason=reason,
+        persisted_name="",
+        persisted_storage="",
+        updated_at=now,
+    )
     upload.refresh_from_db(using=conf.DATABASE)
-    if upload.state != State.PERSISTED:
-        storage.delete(final)
+    if undone:
+        unlink(upload.path)
+        signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)

@@ -329,3 +329,21 @@ def test_same_filesystem_persist_fsyncs_the_data_before_linking(client, settings
     st = (settings.MEDIA_ROOT / response.json()["name"]).stat()
     # The file's inode was flushed while it had one link: before the link was made.
     assert ((st.st_dev, st.st_ino), 1) in synced
+
+
+@pytest.mark.skipif(
+    os.environ.get("TEMPSTORE_TEST_DB") != "postgres",
+    reason="SQLite locks the whole file: a second alias would wait for the view's transaction",
+)
+@pytest.mark.django_db(transaction=True, databases=["default", "tempstore"])
+def test_persist_rolled_back_on_another_alias_leaves_nothing(client, settings, assert_clean):
+    settings.TEMPSTORE_DATABASE = "tempstore"  # Not in the view's transaction (W004's advice).
+
+    response = client.post("/rollback/", {"file": upload("gone.bin")})
+
+    name = response.json()["name"]
+    assert not (settings.MEDIA_ROOT / name).exists()
+    row = TempUpload.objects.get()
+    assert row.state == State.DISCARDED
+    assert row.persisted_name == ""
+    assert_clean()
