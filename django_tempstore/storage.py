@@ -120,7 +120,10 @@ def fsync_dir(directory: Path) -> None:
 def free_space(path: Path | None = None) -> int:
     """Bytes available to this process on the filesystem of ``path``."""
     path = conf.DIR if path is None else path
-    st = os.statvfs(ensure_dir(path))
+    # Measuring an unsafe dir is harmless: create_temp() refuses to write there.
+    with contextlib.suppress(UnsafeTempDir):
+        path = ensure_dir(path)
+    st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
 
