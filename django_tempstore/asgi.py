@@ -105,7 +105,11 @@ class TempStoreASGIHandler(ASGIHandler):
         except UploadRejected as rejection:
             await self._refuse(scope, rejection, send)
             return None
+        from .handlers import _end_of_request, _unclosed
+
         token = _body_limit.set(limit)
+        unclosed: list[list[Any]] = []
+        unclosed_token = _unclosed.set(unclosed)
         try:
             await super().handle(scope, receive, send)
         except _Refused as refused:
@@ -113,6 +117,12 @@ class TempStoreASGIHandler(ASGIHandler):
             await self._refuse(scope, refused.rejection, send)
         finally:
             _body_limit.reset(token)
+            _unclosed.reset(unclosed_token)
+            # A request cancelled by a client disconnect is never closed. In
+            # this request's sync thread, so after a view still running there.
+            for files in unclosed:
+                if files:
+                    await sync_to_async(_end_of_request)(files)
         return None
 
     async def read_body(self, receive: Receive) -> IO[bytes]:

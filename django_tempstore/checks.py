@@ -12,6 +12,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import conf
+from .storage import unsafe_dir_reason
 
 HANDLER = "django_tempstore.handlers.TempStoreUploadHandler"
 MIDDLEWARE = "django_tempstore.middleware.TempStoreMiddleware"
@@ -21,7 +22,7 @@ CSRF_MIDDLEWARE = "django.middleware.csrf.CsrfViewMiddleware"
 @register(Tags.compatibility)
 def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     path = conf.DIR
-    if not path.exists():
+    if not os.path.lexists(path):
         parent = path.parent
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
             return [
@@ -32,7 +33,16 @@ def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             ]
         return []
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return [
+            Error(
+                f"TEMPSTORE_DIR {path} is a symbolic link.",
+                hint="Point TEMPSTORE_DIR at the real directory: a link can be swapped.",
+                id="django_tempstore.E002",
+            )
+        ]
+    if not stat.S_ISDIR(st.st_mode) or not os.access(path, os.W_OK | os.X_OK):
         return [
             Error(
                 f"TEMPSTORE_DIR {path} is not a writable directory.",
@@ -40,11 +50,15 @@ def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="django_tempstore.E001",
             )
         ]
-    if path.stat().st_mode & stat.S_IWOTH:
+    reason = unsafe_dir_reason(st)
+    if reason is not None:
         return [
             Error(
-                f"TEMPSTORE_DIR {path} is world-writable.",
-                hint=f"Run 'chmod 700 {path}': other users could plant or swap temp files.",
+                f"TEMPSTORE_DIR {path} {reason}.",
+                hint=(
+                    f"Run 'chown $(id -u) {path} && chmod 700 {path}' as the user running "
+                    "Django: other users could plant or swap temp files."
+                ),
                 id="django_tempstore.E002",
             )
         ]

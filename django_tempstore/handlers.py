@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import logging
@@ -9,6 +10,7 @@ import queue
 import threading
 import time
 import weakref
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.core.files.uploadhandler import FileUploadHandler
@@ -186,7 +188,10 @@ class TempStoreUploadHandler(FileUploadHandler):
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + conf.HEARTBEAT_INTERVAL.total_seconds()
-            lifecycle.heartbeat(upload, size)
+            try:
+                lifecycle.heartbeat(upload, size)
+            except UploadRejected as exc:
+                self._abort(exc, exc.reason)
         return None
 
     def file_complete(self, file_size: int) -> TempStoreUploadedFile:
@@ -195,7 +200,10 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
         self._validate("complete", file_size, digest)
-        lifecycle.complete(upload, file_size, digest)
+        try:
+            lifecycle.complete(upload, file_size, digest)
+        except UploadRejected as exc:
+            self._abort(exc, exc.reason)
         quota.trim(upload)
         return self.file
 
@@ -254,10 +262,32 @@ def _track(request: HttpRequest, file: TempStoreUploadedFile) -> None:
                 _end_of_request(files)
 
         request.close = close  # type: ignore[method-assign]
-        # An ASGI request cancelled by a disconnect is never closed: fall back
-        # to the request being garbage collected.
-        weakref.finalize(request, _end_of_request, files)
+        # An ASGI request cancelled by a disconnect is never closed: then
+        # TempStoreASGIHandler cleans up once Django is done with it, else
+        # (another ASGI handler) the request being garbage collected does.
+        pending = _unclosed.get()
+        if pending is not None:
+            pending.append(files)
+        weakref.finalize(request, _end_of_request_anywhere, files)
     files.append(file)
+
+
+#: Set by TempStoreASGIHandler for each request: the files lists of its requests.
+_unclosed: ContextVar[list[list[TempStoreUploadedFile]] | None] = ContextVar(
+    "tempstore_unclosed", default=None
+)
+
+
+def _end_of_request_anywhere(files: list[TempStoreUploadedFile]) -> None:
+    """``_end_of_request`` from a finalizer, which may run on an event loop's thread."""
+    if not files:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _end_of_request(files)
+    else:  # The ORM refuses to run there.
+        threading.Thread(target=_end_of_request, args=(files,), daemon=True).start()
 
 
 def _end_of_request(files: list[TempStoreUploadedFile]) -> None:

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.functional import LazyObject, empty
 
 from . import quota, signals
 from .conf import conf
+from .exceptions import UploadRejected
 from .models import PENDING_STATES, State, TempUpload
-from .storage import current_umask, link_atomic, new_name, unlink
+from .storage import current_umask, link_atomic, new_name, open_temp, unlink
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -78,13 +79,24 @@ def _pending(upload: TempUpload) -> Any:
     return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
 
 
+def _closed_while_receiving() -> UploadRejected:
+    return UploadRejected(
+        "The server cancelled this upload while receiving it. Send it again.",
+        status=409,
+        reason="the upload was closed by another process while receiving",
+    )
+
+
 def heartbeat(upload: TempUpload, size: int) -> None:
+    """Record that ``upload`` is alive; raise a 409 refusal if it was closed (swept)."""
     now = timezone.now()
-    _pending(upload).update(size=size, updated_at=now)
+    if not _pending(upload).update(size=size, updated_at=now):
+        raise _closed_while_receiving()
     upload.size, upload.updated_at = size, now
 
 
 def complete(upload: TempUpload, size: int, digest: str) -> None:
+    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile."""
     now = timezone.now()
     fields = {
         "state": State.COMPLETE,
@@ -93,9 +105,9 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
         "updated_at": now,
         "expires_at": now + conf.COMPLETE_TTL,
     }
-    TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING).update(
-        **fields
-    )
+    rows = TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING)
+    if not rows.update(**fields):
+        raise _closed_while_receiving()
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)
@@ -225,6 +237,9 @@ def _unwrap(storage: Storage) -> Storage:
 def _plain_filesystem(storage: Storage) -> bool:
     if not isinstance(storage, FileSystemStorage):
         return False
+    # A storage that may overwrite wants replacing, which a hard link cannot do.
+    if getattr(storage, "_allow_overwrite", False):
+        return False
     # A subclass that overrides _save() must get to run it.
     return type(storage)._save is FileSystemStorage._save  # type: ignore[attr-defined]
 
@@ -242,7 +257,7 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     if _plain_filesystem(storage):
         final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
     else:
-        with open(upload.path, "rb") as fh:
+        with open_temp(upload.name) as fh:
             final = storage.save(name, File(fh, name=upload.original_name or name))
 
     label = storage_label(storage)
@@ -251,9 +266,9 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
         storage.delete(final)
         raise ValueError(f"Upload {upload.pk} was closed while it was being persisted.")
 
-    connection = transaction.get_connection(conf.DATABASE)
-    if connection.in_atomic_block:
-        upload._tempstore_uncommitted = (storage, final)  # type: ignore[attr-defined]
+    alias = _atomic_alias()
+    if alias is not None:
+        upload._tempstore_uncommitted = (storage, final, alias)  # type: ignore[attr-defined]
 
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
@@ -262,11 +277,25 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
             # act on a file that is about to be deleted.
             _announce_persisted(upload, final, storage)
 
-        transaction.on_commit(committed, using=conf.DATABASE)
+        transaction.on_commit(committed, using=alias)
     else:
         unlink(upload.path)
         _announce_persisted(upload, final, storage)
     return final
+
+
+def _atomic_alias() -> str | None:
+    """The database whose open transaction a persist belongs to, if any.
+
+    ``TEMPSTORE_DATABASE`` first; else any other alias in an atomic block (the
+    application's transaction when ``TEMPSTORE_DATABASE`` is a separate alias).
+    """
+    if transaction.get_connection(conf.DATABASE).in_atomic_block:
+        return conf.DATABASE
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            return str(connection.alias)
+    return None
 
 
 def _announce_persisted(upload: TempUpload, name: str, storage: Storage) -> None:
@@ -295,9 +324,13 @@ def _fit_name(name: str, location: str) -> str:
     return f"{head}/{stem}{ext}" if head else stem + ext
 
 
+#: Names persist() tries before it gives up (each taken between check and link).
+_PERSIST_TRIES = 100
+
+
 def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
     name = _fit_name(storage.generate_filename(name), str(storage.location))
-    while True:
+    for _ in range(_PERSIST_TRIES):
         name = storage.get_available_name(name)
         target = Path(storage.path(name))
         if storage.directory_permissions_mode is not None:
@@ -311,6 +344,7 @@ def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemSto
         except FileExistsError:
             continue  # Taken between get_available_name() and now: pick again.
         return name.replace("\\", "/")
+    raise FileExistsError(f"No free name for {name!r} after {_PERSIST_TRIES} tries.")
 
 
 def _file_mode(storage: FileSystemStorage) -> int:
@@ -329,8 +363,30 @@ def rollback_uncommitted(upload: TempUpload) -> None:
     pending = getattr(upload, "_tempstore_uncommitted", None)
     if not pending:
         return
-    storage, final = pending
+    storage, final, alias = pending
     upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+    if alias == conf.DATABASE:
+        # The row's change rolled back with the rest.
+        upload.refresh_from_db(using=conf.DATABASE)
+        if upload.state != State.PERSISTED:
+            storage.delete(final)
+        return
+    # The row was closed on TEMPSTORE_DATABASE, outside the transaction that
+    # rolled back (its on_commit never ran): undo the persist by hand.
+    storage.delete(final)
+    reason = "the transaction that persisted it rolled back"
+    now = timezone.now()
+    rows = TempUpload.objects.using(conf.DATABASE).filter(
+        pk=upload.pk, state=State.PERSISTED, persisted_name=final
+    )
+    undone = rows.update(
+        state=State.DISCARDED,
+        reason=reason,
+        persisted_name="",
+        persisted_storage="",
+        updated_at=now,
+    )
     upload.refresh_from_db(using=conf.DATABASE)
-    if upload.state != State.PERSISTED:
-        storage.delete(final)
+    if undone:
+        unlink(upload.path)
+        signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, get_resolver
 
 from .conf import conf
 from .exceptions import UploadRejected
@@ -50,6 +51,10 @@ class TempStoreMiddleware:
         return self._answer(request, self.get_response(request))
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            await _parse_for_async_view(request)
+        except UploadRejected as exc:
+            return rejection_response(request, exc)
         return self._answer(request, await self.get_response(request))
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -64,3 +69,27 @@ class TempStoreMiddleware:
         if isinstance(exception, UploadRejected):
             return rejection_response(request, exception)
         return None
+
+
+async def _parse_for_async_view(request: HttpRequest) -> None:
+    """Read a multipart body bound for an async view, in a thread.
+
+    The upload handler writes rows while the body is parsed; an async view
+    reading ``request.FILES`` would do that on the event loop, where the ORM
+    refuses to run. The view is resolved first so that the handler finds its
+    ``@validate_uploads`` validators.
+    """
+    if request.method != "POST" or request.content_type != "multipart/form-data":
+        return
+    try:
+        match = get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+    except Resolver404:
+        return
+    if not iscoroutinefunction(match.func):
+        return  # A sync view runs in a thread: it parses there, when it wants to.
+    request.resolver_match = match
+
+    def parse() -> None:
+        request.POST  # noqa: B018  (parses request.FILES too)
+
+    await sync_to_async(parse)()

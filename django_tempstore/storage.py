@@ -31,8 +31,33 @@ def new_name() -> str:
     return f"tsu-{secrets.token_hex(16)}"
 
 
+class UnsafeTempDir(PermissionError):
+    """``TEMPSTORE_DIR`` exists but other users could plant or swap files in it."""
+
+
+def unsafe_dir_reason(st: os.stat_result) -> str | None:
+    """Why a directory with ``lstat()`` result ``st`` is unsafe for temp files, or None.
+
+    It must be a real directory (not a symlink), owned by this process's user
+    (or root), and writable by no one else: in a shared parent such as /tmp,
+    another local user could have created it first.
+    """
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by its group or by everyone (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def ensure_dir(path: Path | None = None) -> Path:
-    """Create the temp directory (mode 0700) if it does not exist."""
+    """Create the temp directory (mode 0700) if it does not exist; refuse an unsafe one.
+
+    Raise ``UnsafeTempDir`` if the path exists but is not a private directory.
+    """
     path = conf.DIR if path is None else path
     try:
         os.mkdir(path, 0o700)
@@ -42,6 +67,14 @@ def ensure_dir(path: Path | None = None) -> Path:
         os.makedirs(path.parent, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
+    reason = unsafe_dir_reason(os.lstat(path))
+    if reason is not None:
+        raise UnsafeTempDir(
+            errno.EPERM,
+            f"TEMPSTORE_DIR {reason}; make it a directory of the user running Django, "
+            "mode 0700, or point TEMPSTORE_DIR elsewhere",
+            str(path),
+        )
     return path
 
 
@@ -87,7 +120,10 @@ def fsync_dir(directory: Path) -> None:
 def free_space(path: Path | None = None) -> int:
     """Bytes available to this process on the filesystem of ``path``."""
     path = conf.DIR if path is None else path
-    st = os.statvfs(ensure_dir(path))
+    # Measuring an unsafe dir is harmless: create_temp() refuses to write there.
+    with contextlib.suppress(UnsafeTempDir):
+        path = ensure_dir(path)
+    st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
 
@@ -108,11 +144,14 @@ def current_umask() -> int:
 def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
     """Make ``source``'s bytes appear at ``target`` all at once, never overwriting.
 
-    Same filesystem: a hard link. Across filesystems (EXDEV): copy to a hidden
+    Same filesystem: fsync, then a hard link. Across filesystems (EXDEV): copy to a hidden
     part file in the target directory, fsync, link it into place, fsync the
     directory. Raise FileExistsError if ``target`` exists; ``source`` stays.
     """
     try:
+        # The upload path never fsyncs (that would cost on every upload): a
+        # persisted file's data must be on disk before its name can be.
+        _fsync_file(source)
         os.link(source, target, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
@@ -127,6 +166,14 @@ def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
     if mode is not None:
         os.chmod(target, mode)
     fsync_dir(target.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_then_link(source: Path, target: Path) -> None:

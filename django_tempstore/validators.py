@@ -14,6 +14,7 @@ import copy
 import functools
 import hashlib
 import re
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -314,8 +315,14 @@ class FileValidation:
     ) -> None:
         self.validators = [copy.copy(v) for v in validators]
         self.upload = upload
-        self.request = request
+        # Weak: the upload (so this) is reachable from the request's files, and a
+        # strong reference back would keep a request Django never closed alive.
+        self._request = None if request is None else weakref.ref(request)
         upload._tempstore_validation = self  # type: ignore[attr-defined]
+
+    @property
+    def request(self) -> HttpRequest | None:
+        return None if self._request is None else self._request()
 
     def start(self) -> None:
         for validator in self.validators:

@@ -26,6 +26,8 @@ if os.environ.get("TEMPSTORE_TEST_DB", "sqlite") == "postgres":
             "TEST": {"NAME": os.environ.get("TEMPSTORE_TEST_DB_NAME", "test_tempstore")},
         }
     }
+    # W004's advice: a second alias of the same database, outside any request's transaction.
+    DATABASES["tempstore"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 else:
     DATABASES = {
         "default": {

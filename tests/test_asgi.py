@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import stat
+import weakref
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.handlers.asgi import ASGIHandler
+from django.test import RequestFactory
 
 from django_tempstore import quota
 from django_tempstore.asgi import TempStoreASGIHandler, max_body_size
 from django_tempstore.models import QuotaCounter, State, TempUpload
-from tests.servers import multipart
+from django_tempstore.storage import new_name
+from django_tempstore.validators import FileValidation
+from tests.servers import multipart, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,3 +166,90 @@ def test_small_multipart_within_limits_is_accepted(settings, assert_clean):
     assert status == 200
     assert json.loads(payload)["file"][0]["size"] == 900
     assert_clean()
+
+
+@pytest.mark.parametrize("handler", [TempStoreASGIHandler, ASGIHandler])
+@pytest.mark.parametrize("validators", [[], ["tests.test_asgi.AnyFile"]])
+def test_disconnect_while_the_view_runs_closes_the_uploads(
+    settings, handler, validators, assert_clean
+):
+    """Django never closes a request cancelled by a disconnect: the handler cleans up after it.
+
+    With Django's own ASGIHandler, the request being garbage collected does.
+    """
+    from tests import views
+
+    settings.TEMPSTORE_VALIDATORS = validators
+    views.PARSED.clear()
+    views.RELEASE.clear()
+    body, content_type = multipart({"file": ("a.bin", os.urandom(300_000))})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/parse-then-wait/",
+        "raw_path": b"/parse-then-wait/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, views.PARSED.wait, 30)
+        # Let the view finish only once Django has given up on it.
+        loop.call_later(0.5, views.RELEASE.set)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async_to_sync(handler())(scope, receive, send)
+
+    assert views.PARSED.is_set()
+    assert not any(m["type"] == "http.response.start" for m in sent)
+    if handler is ASGIHandler:
+        gc.collect()
+        assert wait_until(lambda: TempUpload.objects.get().state != State.COMPLETE, timeout=10)
+    assert TempUpload.objects.get().state == State.DISCARDED
+    assert_clean()
+
+
+def test_file_validation_does_not_keep_the_request_alive():
+    request = RequestFactory().post("/")
+    upload = TempUpload(name=new_name())
+    FileValidation([AnyFile()], upload, request)
+    alive = weakref.ref(request)
+
+    del request
+    gc.collect()
+
+    assert alive() is None
+    assert upload._tempstore_validation.request is None
+
+
+class AnyFile:
+    """A validator that accepts everything (its presence is what matters)."""
+
+    def start(self, upload, request):
+        pass
+
+    def chunk(self, upload, data, offset):
+        pass
+
+    def complete(self, upload, size):
+        pass
+
+    def parsed(self, upload, request):
+        pass

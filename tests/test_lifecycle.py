@@ -237,3 +237,113 @@ def test_persist_without_upload_permissions_uses_the_umask(client, settings, ass
 
     assert stat.S_IMODE((settings.MEDIA_ROOT / name).stat().st_mode) == 0o640
     assert_clean()
+
+
+def test_persist_to_an_overwriting_storage_replaces_the_file(client, settings, assert_clean):
+    from django.core.files.storage import FileSystemStorage
+
+    storage = FileSystemStorage(location=settings.MEDIA_ROOT, allow_overwrite=True)
+    storage.save("same.bin", SimpleUploadedFile("same.bin", b"old"))
+    row = TempUpload.objects.get(pk=client.post("/keep/", {"file": upload()}).json()["id"])
+
+    # With allow_overwrite, get_available_name() returns the taken name every time.
+    assert row.persist("same.bin", storage) == "same.bin"
+
+    assert (settings.MEDIA_ROOT / "same.bin").read_bytes() == PAYLOAD
+    assert TempUpload.objects.get(pk=row.pk).state == State.PERSISTED
+    assert_clean()
+
+
+def test_persist_gives_up_when_no_name_is_ever_free(client, settings):
+    from django.core.files.storage import FileSystemStorage
+
+    class SameName(FileSystemStorage):
+        def get_available_name(self, name, max_length=None):
+            return name
+
+    storage = SameName(location=settings.MEDIA_ROOT)
+    storage.save("same.bin", SimpleUploadedFile("same.bin", b"old"))
+    row = TempUpload.objects.get(pk=client.post("/keep/", {"file": upload()}).json()["id"])
+
+    with pytest.raises(FileExistsError):
+        row.persist("same.bin", storage)
+
+    assert (settings.MEDIA_ROOT / "same.bin").read_bytes() == b"old"
+    assert TempUpload.objects.get(pk=row.pk).state == State.KEPT
+    row.discard()
+
+
+class ClosedBySweep:
+    """Does to the row what a sweep does to a stale upload, at one handler step."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def _sweep(self, upload):
+        from django_tempstore import lifecycle
+
+        lifecycle.fail(TempUpload.objects.get(pk=upload.pk), "swept as stale")
+
+    def start(self, upload, request):
+        pass
+
+    def chunk(self, upload, data, offset):
+        if self.hook == "chunk":
+            self._sweep(upload)
+
+    def complete(self, upload, size):
+        if self.hook == "complete":
+            self._sweep(upload)
+
+    def parsed(self, upload, request):
+        pass
+
+
+@pytest.mark.parametrize("hook", ["chunk", "complete"])
+def test_upload_swept_while_receiving_answers_409(client, settings, hook, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [ClosedBySweep(hook)]
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = 0  # A heartbeat after every chunk.
+
+    response = client.post("/persist/", {"file": upload()})
+
+    assert response.status_code == 409
+    assert "Send it again" in response.content.decode()
+    row = TempUpload.objects.get()
+    assert row.state == State.FAILED
+    assert row.reason == "swept as stale"
+    assert_clean()
+
+
+def test_same_filesystem_persist_fsyncs_the_data_before_linking(client, settings, monkeypatch):
+    real_fsync = os.fsync
+    synced = []
+
+    def spy(fd):
+        st = os.fstat(fd)
+        synced.append(((st.st_dev, st.st_ino), st.st_nlink))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    response = client.post("/persist/", {"file": upload("durable.bin")})
+
+    st = (settings.MEDIA_ROOT / response.json()["name"]).stat()
+    # The file's inode was flushed while it had one link: before the link was made.
+    assert ((st.st_dev, st.st_ino), 1) in synced
+
+
+@pytest.mark.skipif(
+    os.environ.get("TEMPSTORE_TEST_DB") != "postgres",
+    reason="SQLite locks the whole file: a second alias would wait for the view's transaction",
+)
+@pytest.mark.django_db(transaction=True, databases=["default", "tempstore"])
+def test_persist_rolled_back_on_another_alias_leaves_nothing(client, settings, assert_clean):
+    settings.TEMPSTORE_DATABASE = "tempstore"  # Not in the view's transaction (W004's advice).
+
+    response = client.post("/rollback/", {"file": upload("gone.bin")})
+
+    name = response.json()["name"]
+    assert not (settings.MEDIA_ROOT / name).exists()
+    row = TempUpload.objects.get()
+    assert row.state == State.DISCARDED
+    assert row.persisted_name == ""
+    assert_clean()

@@ -8,6 +8,8 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accept/", views.accept),
+    path("accept-async/", views.accept_async),
+    path("parse-then-wait/", views.parse_then_wait),
     path("explode/", views.explode),
     path("persist/", views.persist),
     path("persist-every/", views.persist_every),

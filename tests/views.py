@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from django import forms
 from django.core.files.storage import default_storage
@@ -165,3 +166,23 @@ class DRFUpload(APIView):
     def post(self, request: object) -> Response:
         files = request.data.getlist("file")  # type: ignore[attr-defined]
         return Response({"file": [{"name": f.name, "size": f.size} for f in files]})
+
+
+#: parse_then_wait() sets PARSED once it has the files, then waits for RELEASE.
+PARSED = threading.Event()
+RELEASE = threading.Event()
+
+
+@csrf_exempt
+def parse_then_wait(request: HttpRequest) -> JsonResponse:
+    """Read the files, then hold the request open (for a client disconnecting meanwhile)."""
+    files = describe(request)
+    PARSED.set()
+    RELEASE.wait(timeout=30)
+    return JsonResponse(files)
+
+
+@csrf_exempt
+async def accept_async(request: HttpRequest) -> JsonResponse:
+    """An async view that reads request.FILES itself."""
+    return JsonResponse(describe(request))
