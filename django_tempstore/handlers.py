@@ -151,10 +151,17 @@ class TempStoreUploadHandler(FileUploadHandler):
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
-            lifecycle.fail(upload, f"could not create the temp file: {exc.strerror}")
+            lifecycle.fail(upload, f"could not create the temp file: {exc}")
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._reject(InsufficientStorage())
-            raise
+            # A misconfigured TEMPSTORE_DIR (unsafe, unwritable): the operator must act,
+            # the client can only retry later. Logged, answered 503, never a 500.
+            logger.error("django-tempstore cannot create a temp file: %s", exc)
+            self._reject(
+                UploadRejected(
+                    "The server cannot take uploads right now. Try again later.", status=503
+                )
+            )
         self.file = TempStoreUploadedFile(
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )

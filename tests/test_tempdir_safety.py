@@ -48,10 +48,10 @@ def test_a_planted_dir_is_refused_and_the_upload_fails_cleanly(client, tempstore
 
     with pytest.raises(UnsafeTempDir, match="TEMPSTORE_DIR"):
         ensure_dir()
-    client.raise_request_exception = False
     response = client.post("/accept/", {"file": SimpleUploadedFile("a.bin", b"data")})
 
-    assert response.status_code == 500
+    assert response.status_code == 503
+    assert b"Try again later" in response.content
     assert TempUpload.objects.get().state == State.FAILED
     assert list(Path(os.path.realpath(tempstore_dirs)).iterdir()) == []
 
