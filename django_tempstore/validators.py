@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import filetype
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils.module_loading import import_string
 
 from . import lifecycle, signals
@@ -397,12 +398,26 @@ def validate_uploads(*validators: Any, inherit: bool = True) -> Callable[[F], F]
     chosen = ViewValidators(validators, inherit)
 
     def decorator(view: F) -> F:
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        def before(request: HttpRequest) -> None:
             request._tempstore_validators = chosen  # type: ignore[attr-defined]
             # Resolved per call: inherited TEMPSTORE_VALIDATORS may have parsed hooks too.
             if any(type(v).parsed is not UploadValidator.parsed for v in chosen.resolve()):
                 _run_parsed_hooks(request)
+
+        if iscoroutinefunction(view):
+            # TempStoreMiddleware has already parsed the body in a thread; reading
+            # request.FILES (and the parsed hooks' ORM writes) must stay off the loop.
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                await sync_to_async(before)(request)
+                return await view(request, *args, **kwargs)
+
+            async_wrapper.tempstore_validators = chosen  # type: ignore[attr-defined]
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            before(request)
             return view(request, *args, **kwargs)
 
         wrapper.tempstore_validators = chosen  # type: ignore[attr-defined]

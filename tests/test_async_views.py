@@ -54,3 +54,18 @@ def test_async_view_upload_refused_while_parsing_answers_415(
     assert b".txt" in payload
     assert TempUpload.objects.get().state == State.FAILED
     assert_clean()
+
+
+def test_decorated_async_view_validates_and_answers(uvicorn, tempstore_dirs, assert_clean):
+    refused, _ = post(uvicorn, "/txt-async/", *multipart({"file": ("a.exe", b"x" * 1000)}))
+    accepted, payload = post(uvicorn, "/txt-async/", *multipart({"file": ("a.txt", b"y" * 1000)}))
+
+    assert refused.startswith(b"HTTP/1.1 415"), refused
+    assert accepted.startswith(b"HTTP/1.1 200"), accepted + payload[:2000]
+    assert json.loads(payload)["file"][0]["size"] == 1000
+    assert wait_until(lambda: not TempUpload.objects.pending().exists())
+    assert sorted(TempUpload.objects.values_list("state", flat=True)) == [
+        State.DISCARDED,
+        State.FAILED,
+    ]
+    assert_clean()

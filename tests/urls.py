@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accept/", views.accept),
     path("accept-async/", views.accept_async),
+    path("txt-async/", views.txt_async),
     path("parse-then-wait/", views.parse_then_wait),
     path("explode/", views.explode),
     path("persist/", views.persist),

@@ -186,3 +186,10 @@ def parse_then_wait(request: HttpRequest) -> JsonResponse:
 async def accept_async(request: HttpRequest) -> JsonResponse:
     """An async view that reads request.FILES itself."""
     return JsonResponse(describe(request))
+
+
+@csrf_exempt
+@validate_uploads(AllowedExtensions(["txt"]))
+async def txt_async(request: HttpRequest) -> JsonResponse:
+    """An async view with its own validators."""
+    return JsonResponse(describe(request))
