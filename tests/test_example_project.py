@@ -87,7 +87,7 @@ def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
 
-    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
         assert db.execute("select is_superuser from auth_user where username='demo'").fetchone()
         runs = db.execute("select trigger, dry_run from django_tempstore_sweeprun").fetchall()
         assert runs == [("startup", 0)]
@@ -105,7 +105,7 @@ def test_demo_takes_its_password_from_demo_password(tmp_path):
     )
 
     assert "password: letmein" in done.stdout
-    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
         (encoded,) = db.execute("select password from auth_user where username='demo'").fetchone()
     assert check_password("letmein", encoded)
 
