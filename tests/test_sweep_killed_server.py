@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
+from tests.conftest import temp_files
 from tests.servers import multipart, request_head, run_server, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
@@ -99,7 +100,8 @@ def test_gunicorn_on_starting_hook_sweeps_what_a_killed_server_left(tmp_path, te
     ):
         sock.sendall(request_head("/accept/", content_type, len(body), server.port))
         sock.sendall(body[: 2 * 1024 * 1024])
-        assert wait_until(lambda: TempUpload.objects.exists() and any(tempstore_dirs.iterdir()))
+        # The row comes first, then the folder and the file: poll both.
+        assert wait_until(lambda: TempUpload.objects.exists() and temp_files(tempstore_dirs))
         server.kill()
     row = TempUpload.objects.get()
     assert wait_until(lambda: pid_gone(row.pid))
