@@ -77,3 +77,13 @@ class UploadInfected(ValidationRejected):
     def __init__(self, signature: str, message: str | None = None) -> None:
         self.signature = signature
         super().__init__(message)
+
+
+class UploadClosed(UploadRejected):
+    """The upload's row was closed (by a sweep) while its body was still arriving."""
+
+    status = 409
+    message = "The server cancelled this upload while receiving it. Send it again."
+
+    def __init__(self) -> None:
+        super().__init__(reason="the upload was closed by another process while receiving")

@@ -23,7 +23,7 @@ from django.utils.functional import LazyObject, empty
 
 from . import quota, signals
 from .conf import conf
-from .exceptions import UploadRejected
+from .exceptions import UploadClosed
 from .models import PENDING_STATES, State, TempUpload
 from .storage import current_umask, link_atomic, new_name, open_temp, unlink
 
@@ -75,23 +75,11 @@ def start(
     return upload
 
 
-def _pending(upload: TempUpload) -> Any:
-    return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
-
-
-def _closed_while_receiving() -> UploadRejected:
-    return UploadRejected(
-        "The server cancelled this upload while receiving it. Send it again.",
-        status=409,
-        reason="the upload was closed by another process while receiving",
-    )
-
-
 def heartbeat(upload: TempUpload, size: int) -> None:
     """Record that ``upload`` is alive; raise a 409 refusal if it was closed (swept)."""
     now = timezone.now()
-    if not _pending(upload).update(size=size, updated_at=now):
-        raise _closed_while_receiving()
+    if not quota.pending_row(upload).update(size=size, updated_at=now):
+        raise UploadClosed()
     upload.size, upload.updated_at = size, now
 
 
@@ -107,7 +95,7 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
     }
     rows = TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING)
     if not rows.update(**fields):
-        raise _closed_while_receiving()
+        raise UploadClosed()
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)
@@ -142,7 +130,7 @@ def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> 
         "closed_at": now,
         **fields,
     }
-    if not quota.settle(_pending(upload), upload, values):
+    if not quota.settle(quota.pending_row(upload), upload, values):
         return False
     for key, value in values.items():
         setattr(upload, key, value)

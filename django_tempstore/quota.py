@@ -26,7 +26,7 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 
 from .conf import conf
-from .exceptions import FileTooLarge, InsufficientStorage, UploadRejected
+from .exceptions import FileTooLarge, InsufficientStorage, UploadClosed
 from .models import PENDING_STATES, QuotaCounter, State, TempUpload
 from .storage import free_space
 
@@ -59,7 +59,7 @@ def _move_counter(delta: int, limit: int | None = None) -> bool:
     return bool(rows.update(used=F("used") + delta, updated_at=timezone.now()))
 
 
-def _pending_row(upload: TempUpload) -> QuerySet[TempUpload]:
+def pending_row(upload: TempUpload) -> QuerySet[TempUpload]:
     return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state__in=PENDING_STATES)
 
 
@@ -140,12 +140,8 @@ def reserve(upload: TempUpload, nbytes: int) -> None:
             with transaction.atomic(using=conf.DATABASE):
                 if not _move_counter(nbytes, limit):
                     raise _Retry
-                if not _pending_row(upload).update(reserved=F("reserved") + nbytes):
-                    raise UploadRejected(
-                        "The server cancelled this upload while receiving it. Send it again.",
-                        status=409,
-                        reason="the upload was closed by another process while receiving",
-                    )
+                if not pending_row(upload).update(reserved=F("reserved") + nbytes):
+                    raise UploadClosed()
         except _Retry:
             if attempt == 0 and _create_counter():
                 continue
@@ -161,7 +157,7 @@ def trim(upload: TempUpload) -> None:
         return
     with contextlib.suppress(_Retry), transaction.atomic(using=conf.DATABASE):
         _move_counter(-extra)
-        rows = _pending_row(upload).filter(reserved=upload.reserved)
+        rows = pending_row(upload).filter(reserved=upload.reserved)
         if not rows.update(reserved=F("reserved") - extra):
             raise _Retry  # Closed meanwhile: close() released it all.
         upload.reserved -= extra
