@@ -119,7 +119,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         encoding: str | None = None,
     ) -> None:
         try:
-            quota.check_request(content_length)
+            quota.check_request(content_length, quota.quota_key(self.request))
         except UploadRejected as exc:
             self._note_rejection(exc)
             raise

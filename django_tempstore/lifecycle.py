@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +70,7 @@ def start(
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "is_authenticated", False):
             upload.user_id = user.pk
+        upload.quota_key = quota.quota_key(request)
     upload.save(using=conf.DATABASE, force_insert=True)
     return upload
 
@@ -78,7 +78,8 @@ def start(
 def heartbeat(upload: TempUpload, size: int) -> None:
     """Record that ``upload`` is alive; raise a 409 refusal if it was closed (swept)."""
     now = timezone.now()
-    if not quota.pending_row(upload).update(size=size, updated_at=now):
+    rows = TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk)
+    if not rows.update(size=size, updated_at=now):
         raise UploadClosed()
     upload.size, upload.updated_at = size, now
 
@@ -130,7 +131,7 @@ def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> 
         "closed_at": now,
         **fields,
     }
-    if not quota.settle(quota.pending_row(upload), upload, values):
+    if not quota.ledger().settle(upload, values):
         return False
     for key, value in values.items():
         setattr(upload, key, value)
@@ -141,32 +142,37 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     """Close many pending uploads at once; return those this call closed.
 
     A few statements per call, whatever the number of rows (the sweep closes
-    thousands): the UPDATE stamps the rows it closes with a random
-    ``closed_at`` marker, read back in the same transaction, so only rows this
-    call really closed are returned and their reservations released once.
+    thousands): the quota counters and then the still-pending rows are locked,
+    their ids and reservations read, and exactly those rows closed and their
+    reservations released, in one transaction.
     """
     if not uploads:
         return []
     by_pk = {upload.pk: upload for upload in uploads}
     now = timezone.now()
-    marker = now.replace(microsecond=secrets.randbelow(1_000_000))
+    ledger = quota.ledger()
     rows = TempUpload.objects.using(conf.DATABASE).filter(pk__in=list(by_pk))
     with transaction.atomic(using=conf.DATABASE):
-        quota.lock_counter()
-        if not rows.filter(state__in=PENDING_STATES).update(
-            state=state, reason=reason, updated_at=now, closed_at=marker
-        ):
+        ledger.lock({upload.quota_key for upload in uploads})
+        closing = list(
+            rows.filter(state__in=PENDING_STATES)
+            .select_for_update()
+            .values_list("pk", "reserved", "quota_key")
+        )
+        if not closing:
             return []
-        closed = list(rows.filter(state=state, closed_at=marker).values_list("pk", "reserved"))
-        held = sum(reserved for _, reserved in closed)
-        if held:
-            rows.filter(pk__in=[pk for pk, _ in closed]).update(reserved=0)
-            quota.release(held)
+        rows.filter(pk__in=[pk for pk, _, _ in closing]).update(
+            state=state, reason=reason, updated_at=now, closed_at=now, reserved=0
+        )
+        held: dict[str, int] = {}
+        for _, reserved, key in closing:
+            held[key] = held.get(key, 0) + reserved
+        ledger.release(held)
     result = []
-    for pk, _ in closed:
+    for pk, _, _ in closing:
         upload = by_pk[pk]
         upload.state, upload.reason, upload.reserved = state, reason, 0
-        upload.updated_at, upload.closed_at = now, marker
+        upload.updated_at, upload.closed_at = now, now
         result.append(upload)
     return result
 
