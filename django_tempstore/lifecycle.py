@@ -338,11 +338,19 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     storage = _unwrap(default_storage if storage is None else storage)
     if upload.state not in Transitions.PERSIST.sources:
         raise UploadStateError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
-    if _plain_filesystem(storage):
-        final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
-    else:
-        with open_temp(upload.name) as fh:
-            final = storage.save(name, File(fh, name=upload.original_name or name))
+    try:
+        if _plain_filesystem(storage):
+            final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
+        else:
+            with open_temp(upload.name) as fh:
+                final = storage.save(name, File(fh, name=upload.original_name or name))
+    except FileNotFoundError as exc:
+        if not _row(upload).in_sources(Transitions.PERSIST).exists():
+            # Closed by another process (a sweep, a task), which deleted the file.
+            raise UploadStateError(
+                f"Upload {upload.pk} was closed before it was persisted."
+            ) from exc
+        raise
 
     label = storage_label(storage)
     if not close(upload, Transitions.PERSIST, persisted_name=final, persisted_storage=label):
