@@ -31,7 +31,13 @@ from django.utils.translation import gettext as _
 
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, UploadClosed
-from .models import QuotaCounter, State, TempUpload, TempUploadQuerySet
+from .models import (
+    QuotaCounter,
+    State,
+    TempUpload,
+    TempUploadQuerySet,
+    Transition,
+)
 from .storage import free_space
 
 if TYPE_CHECKING:
@@ -184,11 +190,21 @@ class QuotaLedger(ABC):
             return nbytes
         return 0
 
-    def settle(self, upload: TempUpload, values: dict[str, Any]) -> bool:
-        """Update ``upload``'s pending row with ``values`` (which set ``reserved`` to
-        0) and release what the row held, in one transaction. False if the row
-        was no longer pending. The caller deletes the file first."""
-        rows = _rows().pending_row(upload.pk)
+    def settle(
+        self,
+        rows: TempUploadQuerySet,
+        upload: TempUpload,
+        transition: Transition,
+        values: dict[str, Any],
+    ) -> bool:
+        """Apply ``transition`` to ``rows`` (``upload``'s row) with ``values``, which
+        set ``reserved`` to 0, and release what the row held in every scope, in
+        one transaction. False if the row was no longer in one of the
+        transition's sources. The caller deletes the file first.
+
+        The release happens exactly once, and a ``reconcile()`` never sees the
+        row closed with the counters not yet moved.
+        """
         while True:
             held = upload.reserved
             scopes = self.scopes(upload.quota_key) if held else []
@@ -196,13 +212,13 @@ class QuotaLedger(ABC):
                 with transaction.atomic(using=conf.DATABASE) if held else contextlib.nullcontext():
                     for scope, _limit in scopes:
                         _move_counter(-held, None, scope)
-                    if rows.filter(reserved=held).update(**values):
+                    if rows.filter(reserved=held).transition(transition, **values):
                         return True
                     raise _Retry
             except _Retry:
                 pass
             # This copy of the row is out of date: read what the row holds now.
-            current = rows.values_list("reserved", flat=True).first()
+            current = rows.in_sources(transition).values_list("reserved", flat=True).first()
             if current is None:
                 return False
             upload.reserved = current

@@ -13,7 +13,7 @@ from django.test import Client
 
 from django_tempstore import lifecycle, quota
 from django_tempstore.exceptions import InsufficientStorage
-from django_tempstore.models import QuotaCounter, State, TempUpload
+from django_tempstore.models import QuotaCounter, State, TempUpload, Transitions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,7 +104,7 @@ def test_reserve_and_unreserve_for_an_existing_row_move_both_scopes(settings):
 
     assert TempUpload.objects.get(pk=row.pk).reserved == 500 * KiB
     assert quota.counter_value() == quota.counter_value("key:tus:1") == 500 * KiB
-    assert lifecycle.close(row, State.DISCARDED)
+    assert lifecycle.close(row, Transitions.DISCARD)
     assert quota.counter_value() == quota.counter_value("key:tus:1") == 0
 
 
@@ -139,7 +139,7 @@ def test_reconcile_fixes_the_key_counters(settings):
 
     assert quota.counter_value("key:k") == 100 * KiB
     assert quota.counter_value("key:gone") == 0
-    lifecycle.close(row, State.DISCARDED)
+    lifecycle.close(row, Transitions.DISCARD)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="needs concurrent writers")
