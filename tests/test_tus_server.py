@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from tusclient.client import TusClient
@@ -186,3 +189,48 @@ def test_two_patches_at_once_one_wins_bytes_never_interleave(
         assert statuses == {"first": 204, "second": 423}
     assert upload.state == State.COMPLETE
     assert upload.path.read_bytes() == winner
+
+
+NODE_CLIENT = Path(__file__).parent / "tus_js_client.mjs"
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None
+    or not (Path(__file__).parent.parent / "node_modules" / "tus-js-client").exists(),
+    reason="tus-js-client is not installed: run `npm ci` at the repository root",
+)
+
+
+def _node(*args: str) -> dict:
+    done = subprocess.run(
+        ["node", str(NODE_CLIENT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_node
+def test_tus_js_client_parallel_uploads_are_concatenated(server, tmp_path):
+    data = os.urandom(1_000_001)
+    source = tmp_path / "data.bin"
+    source.write_bytes(data)
+    result = _node("parallel", server.url("/files/"), str(source))
+    upload = upload_of(result["url"])
+    assert upload.concat == "final"
+    assert upload.state == State.COMPLETE
+    assert upload.digest == hashlib.sha256(data).hexdigest()
+    parts = TempUpload.objects.filter(concat="partial")
+    assert parts.count() == 3
+    assert {part.state for part in parts} == {State.DISCARDED}
+
+
+@needs_node
+def test_tus_js_client_aborted_at_half_resumes_via_find_previous_uploads(server, tmp_path):
+    data = os.urandom(1_500_007)
+    source = tmp_path / "data.bin"
+    source.write_bytes(data)
+    result = _node("resume", server.url("/files/"), str(source), str(tmp_path / "urls.json"))
+    assert result["previousCount"] == 1
+    assert result["abortedAt"] >= len(data) // 2
+    upload = upload_of(result["url"])
+    assert upload.state == State.COMPLETE
+    assert upload.digest == hashlib.sha256(data).hexdigest()
+    assert TempUpload.objects.count() == 1
