@@ -359,3 +359,27 @@ def test_bytes_past_the_recorded_offset_are_dropped_on_resume(client):
     assert head(client, path)["Upload-Offset"] == "5"
     assert patch(client, path, b"b" * 15, 5).status_code == 204
     assert row(created).path.read_bytes() == b"a" * 5 + b"b" * 15
+
+
+def test_magic_byte_check_refuses_on_the_first_bytes(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    settings.TEMPSTORE_QUOTA = 1_000_000
+    created = create(client, 100_000)
+    path = upload_path(created)
+    response = patch(client, path, b"%PDF-1.4\n" + b"x" * 9000, 0)
+    assert response.status_code == 415
+    assert "image/png" in response.content.decode()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert quota.counter_value() == 0
+    assert head(client, path).status_code == 410
+    assert_clean()
+
+
+def test_a_png_passes_the_early_and_final_checks(client, settings):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20000
+    created = create(client, len(png))
+    path = upload_path(created)
+    assert patch(client, path, png[:9000], 0).status_code == 204
+    assert patch(client, path, png[9000:], 9000).status_code == 204
+    assert row(created).state == State.COMPLETE

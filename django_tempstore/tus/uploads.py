@@ -269,9 +269,14 @@ def write(
     interval = min(conf.HEARTBEAT_INTERVAL, conf.TUS_LOCK_TIMEOUT / 2).total_seconds()
     digest = hashlib.new(checksum[0]) if checksum else None
     covered = upload.reserved if conf.QUOTA is not None else None
+    # The first bytes meet the validators at once (a magic-byte check refuses a
+    # wrong type before the rest is sent); all of them run again on completion.
+    early = validators.for_file(request, upload) if offset == 0 and not upload.concat else None
     fd = os.open(upload.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
     position = offset
     try:
+        if early is not None:
+            _refuse_if_invalid(upload, early.start)
         # Bytes past the recorded offset were never confirmed (a killed worker's).
         os.ftruncate(fd, offset)
         next_record = time.monotonic() + interval
@@ -295,12 +300,16 @@ def write(
                         os.fsync(fd)
                     _record(upload, token, None if digest else position)
                     next_record = time.monotonic() + interval
+                if early is not None:
+                    _refuse_if_invalid(upload, early.chunk, data, position)
                 _pwrite_all(fd, data, position)
                 if digest is not None:
                     digest.update(data)
                 position = end
                 remaining -= len(data)
         except UploadRejected:
+            if not upload.is_pending:
+                raise
             if digest is None:
                 os.fsync(fd)
                 _record(upload, token, position)
@@ -317,6 +326,15 @@ def write(
     finally:
         os.close(fd)
     _record(upload, token, position)
+
+
+def _refuse_if_invalid(upload: TempUpload, hook: Any, *args: Any) -> None:
+    """Call a validation hook; on a refusal close the upload (file deleted), then raise."""
+    try:
+        hook(*args)
+    except UploadRejected as exc:
+        validators.reject(upload, exc)
+        raise
 
 
 def set_length(upload: TempUpload, token: str, length: int) -> None:
