@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_tempstore", "0001_initial"),
+        ("django_tempstore", "0002_tus"),
     ]
 
     operations = [
