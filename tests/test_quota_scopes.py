@@ -177,3 +177,32 @@ def test_concurrent_reservations_never_pass_the_key_limit(settings):
     assert quota.counter_value() == sum(reservations().values())
     assert len(lifecycle.close_many(rows, State.DISCARDED, "test")) == 16
     assert quota.counter_value() == quota.counter_value("key:k") == 0
+
+
+def test_the_ledger_is_chosen_by_the_settings(settings):
+    settings.TEMPSTORE_QUOTA = None
+    settings.TEMPSTORE_QUOTA_PER_KEY = None
+    assert isinstance(quota.ledger(), quota.NoQuotaLedger)
+    settings.TEMPSTORE_QUOTA_PER_KEY = 1
+    assert isinstance(quota.ledger(), quota.DatabaseLedger)
+
+
+def test_a_request_larger_than_the_whole_per_key_quota_is_413_before_its_body(settings):
+    settings.TEMPSTORE_QUOTA_PER_KEY = 100 * KiB
+    alice, _ = logged_in("alice")
+    response = alice.post("/accept/", {"file": upload(300 * KiB)}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 413
+    assert "your upload quota" in response.json()["error"]
+    assert not TempUpload.objects.exists()
+
+
+def test_a_project_quota_key_callable_groups_requests(settings):
+    settings.TEMPSTORE_QUOTA_PER_KEY = 500 * KiB
+    settings.TEMPSTORE_QUOTA_KEY = lambda request: request.headers.get("X-Tenant")
+    client = Client(headers={"X-Tenant": "acme"})
+    kept = client.post("/keep/", {"file": upload(300 * KiB)}).json()["id"]
+    refused = client.post("/accept/", {"file": upload(300 * KiB)})
+    assert refused.status_code == 507
+    assert TempUpload.objects.get(pk=kept).quota_key == "acme"
+    TempUpload.objects.get(pk=kept).discard()
+    assert quota.counter_value("key:acme") == 0
