@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from . import lifecycle, process, quota, signals
 from .conf import conf
-from .models import PENDING_STATES, TERMINAL_STATES, State, SweepRun, TempUpload
+from .models import PENDING_STATES, TERMINAL_STATES, State, SweepRun, TempUpload, Transitions
 from .storage import NAME_RE, PART_PREFIX, open_dir
 
 logger = logging.getLogger("django_tempstore")
@@ -324,7 +324,7 @@ class _Sweeper:
                 if self.target_matches(row, target):
                     if lifecycle.close(
                         row,
-                        State.PERSISTED,
+                        Transitions.PERSIST,
                         "the persist was finished by the sweep",
                         persisted_name=row.persist_name,
                         **lifecycle.NO_INTENT,

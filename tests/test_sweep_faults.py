@@ -57,7 +57,8 @@ def test_periodic_sweep_frees_workers_killed_mid_body(entry, settings, tmp_path,
                     and (tempstore_dirs / row.name).stat().st_size > 0
                     for row in TempUpload.objects.all()
                 )
-            )
+            ),
+            timeout=90,  # Three workers start under load.
         )
         rows = list(TempUpload.objects.all())
         assert len({row.pid for row in rows}) == 3
