@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,10 +10,12 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from django_tempstore import sweep as sweep_module
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
@@ -164,3 +167,36 @@ def test_gunicorn_on_starting_hook_refuses_a_symlinked_dir(swapped_dir, tmp_path
 
     assert result.returncode != 0
     assert "symbolic link" in result.stdout + result.stderr
+
+
+@pytest.mark.server
+def test_client_silent_for_stale_after_loses_its_upload_with_409(settings, tmp_path):
+    settings.TEMPSTORE_QUOTA = QUOTA
+    body, content_type = multipart({"file": ("slow.bin", os.urandom(4 * MiB))})
+    env = {
+        "TEMPSTORE_TEST_QUOTA": str(QUOTA),
+        "TEMPSTORE_TEST_SETTINGS": '{"TEMPSTORE_HEARTBEAT_INTERVAL": 0}',
+    }
+    with (
+        run_server("gunicorn", tmp_path, **env) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
+        sock.sendall(request_head("/accept/", content_type, len(body), server.port))
+        sock.sendall(body[:MiB])
+        assert wait_until(lambda: TempUpload.objects.filter(size__gt=0).exists(), timeout=60)
+        # The client has now sent nothing for TEMPSTORE_STALE_AFTER (aged, not waited).
+        TempUpload.objects.update(updated_at=timezone.now() - timedelta(seconds=301))
+        call_command("sweep_temp", stdout=StringIO())
+        row = TempUpload.objects.get()
+        assert row.state == State.FAILED
+        assert QuotaCounter.objects.get().used == 0
+
+        with contextlib.suppress(OSError):  # The server may answer before all is read.
+            sock.sendall(body[MiB:])
+        sock.settimeout(30)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 409")
+    assert b"Send it again" in response
+    assert not row.path.exists()
