@@ -28,7 +28,16 @@ from . import process, quota, signals
 from .conf import conf
 from .exceptions import UploadClosed, UploadStateError
 from .models import State, TempUpload, TempUploadQuerySet, Transition, Transitions
-from .storage import current_umask, ensure_dir, link_atomic, new_name, open_temp, part_path, unlink
+from .storage import (
+    current_umask,
+    ensure_dir,
+    link_atomic,
+    new_name,
+    open_temp,
+    part_path,
+    unlink,
+    unlink_temp,
+)
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -298,7 +307,7 @@ def end(
     if upload.state not in outcome.transition.sources:
         return False
     undo = outcome.before_delete(upload) if outcome.before_delete is not None else None
-    unlink(upload.path)
+    unlink_temp(upload.name)
     if not close(upload, outcome.transition, reason, where=where, **(fields or {})):
         if undo is not None:
             undo()
@@ -405,14 +414,14 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
 
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-            unlink(upload.path)
+            unlink_temp(upload.name)
             # Only now: a rollback undoes the persist, and receivers must not
             # act on a file that is about to be deleted.
             _announce_persisted(upload, final, storage)
 
         transaction.on_commit(committed, using=alias)
     else:
-        unlink(upload.path)
+        unlink_temp(upload.name)
         _announce_persisted(upload, final, storage)
     return final
 

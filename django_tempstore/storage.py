@@ -124,8 +124,34 @@ def open_temp(name: str, mode: str = "rb") -> IO[Any]:
     """Open an existing temp file for reading, never through a symlink."""
     if not NAME_RE.match(name):
         raise ValueError(f"{name!r} is not a django-tempstore temp name.")
-    fd = os.open(conf.DIR / name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    dir_fd = open_dir(conf.DIR, private=False)
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     return os.fdopen(fd, mode)
+
+
+def unlink_temp(name: str) -> bool:
+    """Delete the temp file ``name`` through the temp dir's descriptor; False if gone.
+
+    Never through a symlinked TEMPSTORE_DIR (refused, logged); other errors logged.
+    """
+    try:
+        dir_fd = open_dir(conf.DIR, private=False)
+    except OSError:
+        logger.exception("django-tempstore could not open TEMPSTORE_DIR to delete %s", name)
+        return False
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        logger.exception("django-tempstore could not delete %s", conf.DIR / name)
+        return False
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 def unlink(path: Path | str) -> bool:
