@@ -248,7 +248,15 @@ def test_sweep_page_shows_the_dry_run_and_deletes_nothing(client, admin_client):
     assert b'value="Yes, sweep now"' in response.content
     assert expired.path.exists()
     assert TempUpload.objects.get(pk=expired.pk).state == State.KEPT
-    assert SweepRun.objects.get().dry_run
+
+
+def test_sweep_confirmation_page_records_no_sweep_run(client, admin_client):
+    expired_upload(client)
+
+    assert admin_client.get(SWEEP).status_code == 200
+    assert admin_client.post(CHANGELIST + "sweep/").status_code == 200  # No post=yes: dry.
+
+    assert not SweepRun.objects.exists()
 
 
 def test_confirmed_sweep_deletes_expired_uploads_only(client, admin_client):
