@@ -13,6 +13,7 @@ from django_tempstore import signals
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from django_tempstore.sweep import KINDS, SweepReport, sweep
 from tests.sweep_utils import dead_pid, make_orphan, make_upload
+from tests.utils import connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -234,12 +235,11 @@ def test_a_raising_receiver_leaves_no_file_behind_and_is_logged(caplog):
         raise RuntimeError("receiver on fire")
 
     expired = [make_upload(State.KEPT, size=10, expires_in=-1) for _ in range(3)]
-    signals.upload_discarded.connect(broken)
-    try:
-        with caplog.at_level("ERROR", logger="django_tempstore"):
-            report = sweep()
-    finally:
-        signals.upload_discarded.disconnect(broken)
+    with (
+        connected(signals.upload_discarded, broken),
+        caplog.at_level("ERROR", logger="django_tempstore"),
+    ):
+        report = sweep()
 
     assert [upload.path.exists() for upload in expired] == [False, False, False]
     assert (report.counts["expired"], report.bytes["expired"]) == (3, 30)
@@ -264,19 +264,11 @@ def test_report_round_trips_through_as_dict():
     assert set(report.as_dict()["counts"]) == set(KINDS)
 
 
-def test_signals_are_sent_once_per_closed_upload():
-    seen = []
-
-    def spy(sender, upload, reason, **kwargs):
-        seen.append((upload.pk, reason))
-
+def test_signals_are_sent_once_per_closed_upload(signal_spy):
     expired = make_upload(State.KEPT, expires_in=-1)
-    signals.upload_discarded.connect(spy)
-    try:
-        sweep()
-        sweep()
-    finally:
-        signals.upload_discarded.disconnect(spy)
+    seen = signal_spy(signals.upload_discarded, "reason")
+    sweep()
+    sweep()
     assert seen == [(expired.pk, "the upload expired")]
 
 
