@@ -16,7 +16,7 @@ from django_tempstore.models import QuotaCounter, State, TempUpload
 from tests.quota_utils import small_tmpfs
 from tests.utils import upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -189,6 +189,8 @@ def test_a_full_disk_while_writing_is_507_and_the_partial_file_goes(
 # 4. Every exit path gives the reservation back
 
 
+# persist() moves the file on commit: a test transaction never commits.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("path", "data", "status", "state"),
     [
@@ -369,6 +371,7 @@ def count_round_trips(client, **settings_values):
     ], (commits.call_count)
 
 
+@pytest.mark.django_db(transaction=True)  # counts real commits
 def test_round_trips_per_upload(client, settings, settled):
     settings.TEMPSTORE_QUOTA = None
     without, commits_without = count_round_trips(client)

@@ -15,7 +15,7 @@ from django_tempstore.sweep import KINDS, SweepReport, sweep
 from tests.sweep_utils import dead_pid, make_orphan, make_upload
 from tests.utils import connected
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_kept_upload_past_expiry_is_discarded(tempstore_dirs):

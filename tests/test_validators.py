@@ -24,7 +24,7 @@ from django_tempstore.validators import (
 from tests import utils
 from tests.utils import multipart, read_response, request_head
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(200_000)
 GIF = b"GIF89a" + os.urandom(200_000)
