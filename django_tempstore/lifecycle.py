@@ -57,9 +57,11 @@ def start(
     charset: str | None = "",
     field_name: str | None = "",
     request: HttpRequest | None = None,
+    **fields: Any,
 ) -> TempUpload:
     """Write the row of a new upload; the file is created after this."""
     upload = TempUpload(
+        **fields,
         name=new_name(),
         original_name=clean_text(original_name, 255),
         content_type=clean_text(content_type, 255),

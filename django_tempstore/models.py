@@ -174,6 +174,31 @@ class TempUpload(models.Model):
         related_name="+",
     )
     request_path = models.TextField(_("request path"), blank=True)
+    resumable = models.BooleanField(
+        _("resumable"),
+        default=False,
+        help_text=_("Received over the tus protocol, across many requests."),
+    )
+    upload_length = models.BigIntegerField(
+        _("upload length"),
+        null=True,
+        blank=True,
+        help_text=_("Length the client announced; empty while deferred."),
+    )
+    upload_metadata = models.JSONField(_("upload metadata"), default=dict, blank=True)
+    concat = models.CharField(
+        _("concatenation"),
+        max_length=16,
+        blank=True,
+        help_text=_('"partial" or "final" for a tus concatenation; empty otherwise.'),
+    )
+    lock_owner = models.CharField(
+        _("locked by"),
+        max_length=255,
+        blank=True,
+        help_text=_("host:pid:token of the request writing to this upload."),
+    )
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
 
     objects = TempUploadManager()
 

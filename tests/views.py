@@ -193,3 +193,24 @@ async def accept_async(request: HttpRequest) -> JsonResponse:
 async def txt_async(request: HttpRequest) -> JsonResponse:
     """An async view with its own validators."""
     return JsonResponse(describe(request))
+
+
+@csrf_exempt
+def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
+    """Claim a finished tus upload; ?action=persist|keep|discard (default: let the request end)."""
+    from django_tempstore.tus import claim
+    from django_tempstore.tus.uploads import ClaimError
+
+    try:
+        upload = claim(request, upload_id)
+    except ClaimError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    action = request.GET.get("action", "")
+    result: dict[str, object] = {"size": upload.size, "sha256": upload.sha256}
+    if action == "persist":
+        result["name"] = upload.persist("tus/" + (upload.name or "upload"))
+    elif action == "keep":
+        upload.keep()
+    elif action == "discard":
+        upload.discard()
+    return JsonResponse(result)
