@@ -146,17 +146,13 @@ def test_django_delete_selected_is_replaced_by_delete_now(admin_client):
     assert "extend_expiry" in names
 
 
-def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings):
+def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings, signal_spy):
     settings.TEMPSTORE_QUOTA = 10 * 1024 * 1024
     kept = kept_upload(client)
     closed = closed_upload(client)
     assert kept.path.exists()
-    discarded = []
-    signals.upload_discarded.connect(lambda upload, **kw: discarded.append(upload.pk), weak=False)
-    try:
-        response = run_action(admin_client, "delete_now", kept, closed)
-    finally:
-        signals.upload_discarded.receivers.clear()
+    discarded = signal_spy(signals.upload_discarded)
+    response = run_action(admin_client, "delete_now", kept, closed)
 
     assert messages_of(response) == ["Deleted 2 temp uploads and their files."]
     assert not kept.path.exists()
