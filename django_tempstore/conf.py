@@ -131,5 +131,11 @@ class Settings:
         """Seconds before the first retry of ``promote_upload``; doubled each time."""
         return _seconds(getattr(settings, "TEMPSTORE_PROMOTE_RETRY_DELAY", 10)).total_seconds()
 
+    @property
+    def REFUSAL_VIEW(self) -> str | None:
+        """Dotted path of a view ``(request, refusal) -> HttpResponse`` for non-JSON refusals."""
+        value = getattr(settings, "TEMPSTORE_REFUSAL_VIEW", None)
+        return None if value is None else str(value)
+
 
 conf = Settings()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.core.exceptions import BadRequest
-from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+
+from .units import binary_size
 
 
 class UploadRejected(BadRequest):
@@ -37,12 +39,20 @@ class FileTooLarge(UploadRejected):
     message = "The file is larger than this site accepts. Send a smaller file."
 
     @classmethod
-    def for_limit(cls, limit: int) -> FileTooLarge:
-        """The refusal of a file larger than ``limit`` bytes, naming the limit."""
+    def for_limit(cls, limit: int, name: str = "") -> FileTooLarge:
+        """The refusal of a file larger than ``limit`` bytes, naming the limit and the file."""
+        values = {"name": name, "limit": binary_size(limit)}
+        if name:
+            message = _(
+                "%(name)s is larger than the %(limit)s this site accepts. Send a smaller file."
+            )
+        else:
+            message = _(
+                "The file is larger than the %(limit)s this site accepts. Send a smaller file."
+            )
         return cls(
-            f"The file is larger than the {filesizeformat(limit)} this site accepts. "
-            "Send a smaller file.",
-            reason=f"the file is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
+            message % values,
+            reason=f"{name or 'the file'} is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
         )
 
 

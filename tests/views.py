@@ -193,3 +193,8 @@ async def accept_async(request: HttpRequest) -> JsonResponse:
 async def txt_async(request: HttpRequest) -> JsonResponse:
     """An async view with its own validators."""
     return JsonResponse(describe(request))
+
+
+def refusal_page(request: HttpRequest, refusal: Exception) -> HttpResponse:
+    """A project's page for refused uploads (``TEMPSTORE_REFUSAL_VIEW``)."""
+    return HttpResponse(f"<p class=refusal>{refusal}</p>", status=200)
