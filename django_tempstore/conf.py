@@ -137,5 +137,26 @@ class Settings:
         value = getattr(settings, "TEMPSTORE_REFUSAL_VIEW", None)
         return None if value is None else str(value)
 
+    @property
+    def TUS_EXPIRY(self) -> timedelta:
+        """How long a partial tus upload lives after its last progress."""
+        return _seconds(getattr(settings, "TEMPSTORE_TUS_EXPIRY", 24 * 3600))
+
+    @property
+    def TUS_LOCK_TIMEOUT(self) -> timedelta:
+        """A tus upload's lock not renewed for this long is taken over."""
+        return _seconds(getattr(settings, "TEMPSTORE_TUS_LOCK_TIMEOUT", 60))
+
+    @property
+    def TUS_PERMISSION(self) -> str:
+        """Dotted path of ``permission(request, action, upload) -> bool`` for tus requests."""
+        return str(
+            getattr(
+                settings,
+                "TEMPSTORE_TUS_PERMISSION",
+                "django_tempstore.tus.permissions.owner_or_capability",
+            )
+        )
+
 
 conf = Settings()

@@ -17,7 +17,7 @@ from django.core.files.uploadhandler import FileUploadHandler
 
 from . import lifecycle, quota, validators
 from .conf import conf
-from .exceptions import FileTooLarge, InsufficientStorage, UploadRejected
+from .exceptions import FileTooLarge, InsufficientStorage, ServiceUnavailable, UploadRejected
 from .files import TempStoreUploadedFile
 from .models import State
 from .storage import create_temp
@@ -157,11 +157,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             # A misconfigured TEMPSTORE_DIR (unsafe, unwritable): the operator must act,
             # the client can only retry later. Logged, answered 503, never a 500.
             logger.error("django-tempstore cannot create a temp file: %s", exc)
-            self._reject(
-                UploadRejected(
-                    "The server cannot take uploads right now. Try again later.", status=503
-                )
-            )
+            self._reject(ServiceUnavailable(reason="the temp file could not be created"))
         self.file = TempStoreUploadedFile(
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import lifecycle, quota, signals
@@ -220,16 +220,24 @@ class _Sweeper:
 
     def run(self, *, startup: bool) -> None:
         pending = self.rows().filter(state__in=PENDING_STATES)
-        expired = pending.filter(state__in=(State.COMPLETE, State.KEPT), expires_at__lt=self.now)
+        # A resumable (tus) upload is receiving between requests: it ends by expiry only.
+        expired = pending.filter(
+            Q(state__in=(State.COMPLETE, State.KEPT)) | Q(state=State.RECEIVING, resumable=True),
+            expires_at__lt=self.now,
+        )
         self.close_rows("expired", expired, "the upload expired")
 
-        stale = pending.filter(state=State.RECEIVING, updated_at__lt=self.now - self.stale_after)
+        stale = pending.filter(
+            state=State.RECEIVING, resumable=False, updated_at__lt=self.now - self.stale_after
+        )
         self.close_rows("stale", stale, "the upload's heartbeat stopped")
 
         if startup:
             # Process ids only mean something on their own host, even with a shared dir.
-            dead = TempUpload.objects.using(self.db).filter(
-                host=self.host, state__in=(State.RECEIVING, State.COMPLETE)
+            dead = (
+                TempUpload.objects.using(self.db)
+                .filter(host=self.host, state__in=(State.RECEIVING, State.COMPLETE))
+                .exclude(state=State.RECEIVING, resumable=True)
             )
             self.close_rows(
                 "dead",

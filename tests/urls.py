@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -26,4 +26,6 @@ urlpatterns = [
     path("digest-field/", views.digest_field),
     path("promote/", views.promote),
     path("drf/", views.DRFUpload.as_view()),
+    path("files/", include("django_tempstore.tus.urls")),
+    path("claim/<str:upload_id>/", views.claim_tus),
 ]
