@@ -28,6 +28,7 @@ def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpRespons
         request.path,
         exc.reason,
     )
+    _count_refusal(exc)
     response: HttpResponse
     if "json" in request.headers.get("Accept", ""):
         response = JsonResponse(
@@ -89,6 +90,15 @@ class TempStoreMiddleware:
         if isinstance(exception, UploadRejected):
             return rejection_response(request, exception)
         return None
+
+
+def _count_refusal(exc: UploadRejected) -> None:
+    try:
+        # Lazy: prometheus_client is an optional extra, metrics a higher layer.
+        from .metrics import count_refusal
+    except ImportError:
+        return
+    count_refusal(exc.status, exc.code)
 
 
 class RefusalLogFilter(logging.Filter):

@@ -219,3 +219,9 @@ def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
     elif action == "discard":
         upload.discard()
     return JsonResponse(result)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    from django_tempstore.metrics import metrics_view
+
+    return metrics_view(request)
