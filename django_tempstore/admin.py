@@ -304,7 +304,8 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def run_sweep(self, request: HttpRequest, *, dry_run: bool) -> sweep.SweepReport | None:
         """Sweep; on failure, say so in a message (never a 500) and return None."""
         try:
-            return sweep.sweep(dry_run=dry_run, trigger="admin")
+            # A dry run only shows a page: a GET records nothing (but a failure).
+            return sweep.sweep(dry_run=dry_run, trigger="admin", record=not dry_run)
         except Exception as exc:
             # The sweep recorded the error on its SweepRun row before raising.
             logger.exception("django-tempstore's sweep from the admin failed")

@@ -147,17 +147,13 @@ def test_django_delete_selected_is_replaced_by_delete_now(admin_client):
     assert "extend_expiry" in names
 
 
-def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings):
+def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings, signal_spy):
     settings.TEMPSTORE_QUOTA = 10 * 1024 * 1024
     kept = kept_upload(client)
     closed = closed_upload(client)
     assert kept.path.exists()
-    discarded = []
-    signals.upload_discarded.connect(lambda upload, **kw: discarded.append(upload.pk), weak=False)
-    try:
-        response = run_action(admin_client, "delete_now", kept, closed)
-    finally:
-        signals.upload_discarded.receivers.clear()
+    discarded = signal_spy(signals.upload_discarded)
+    response = run_action(admin_client, "delete_now", kept, closed)
 
     assert messages_of(response) == ["Deleted 2 temp uploads and their files."]
     assert not kept.path.exists()
@@ -249,7 +245,15 @@ def test_sweep_page_shows_the_dry_run_and_deletes_nothing(client, admin_client):
     assert b'value="Yes, sweep now"' in response.content
     assert expired.path.exists()
     assert TempUpload.objects.get(pk=expired.pk).state == State.KEPT
-    assert SweepRun.objects.get().dry_run
+
+
+def test_sweep_confirmation_page_records_no_sweep_run(client, admin_client):
+    expired_upload(client)
+
+    assert admin_client.get(SWEEP).status_code == 200
+    assert admin_client.post(CHANGELIST + "sweep/").status_code == 200  # No post=yes: dry.
+
+    assert not SweepRun.objects.exists()
 
 
 def test_confirmed_sweep_deletes_expired_uploads_only(client, admin_client):

@@ -14,6 +14,7 @@ from django_tempstore.models import State, TempUpload
 from tests.browser import chromium, example_site, missing_browser, screenshot
 from tests.conftest import temp_files
 from tests.servers import wait_until
+from tests.utils import starts
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,6 +28,7 @@ GIF = b"GIF89a"
 
 
 @pytest.fixture(scope="module")
+@starts("browser")
 def browser():
     # Playwright's sync API keeps an asyncio loop running in this thread, which
     # Django mistakes for an async context. The ORM calls of these tests are
@@ -44,6 +46,7 @@ def browser():
 
 
 @pytest.fixture
+@starts("server")
 def site(browser, transactional_db, tmp_path: Path):
     with example_site(tmp_path) as server:
         yield server
