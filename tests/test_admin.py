@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -103,7 +104,7 @@ def test_changelist_shows_the_last_real_sweep(admin_client):
     html = admin_client.get(CHANGELIST).content.decode()
 
     assert "beat, web-1" in html
-    assert "Removed 3 files, 3.0\xa0KB." in html
+    assert "Removed 3 files, 3\xa0KiB." in html
 
 
 def test_filters_by_state_and_host_and_searches_digest(client, admin_client):
@@ -309,3 +310,33 @@ def test_a_failing_sweep_is_reported_not_a_500(admin_client, settings, tmp_path)
         [message] = messages_of(response)
         assert message.startswith("The sweep failed: ")
     assert SweepRun.objects.exclude(error="").count() == 2
+
+
+def test_changelist_title_does_not_offer_to_change_rows(admin_client):
+    response = admin_client.get(CHANGELIST)
+
+    assert b"Select temp upload to change" not in response.content
+    assert b"<h1>Temp uploads</h1>" in response.content
+
+
+def test_detail_page_shows_sizes_in_binary_units(client, admin_client):
+    kept = kept_upload(client, "six.bin", size=6291634)
+
+    response = admin_client.get(f"{CHANGELIST}{kept.pk}/change/")
+
+    html = response.content.decode()
+    assert "6.0\xa0MiB" in html
+    assert "6291634" not in html
+
+
+def test_terminal_rows_show_no_expiry(client, admin_client):
+    closed = closed_upload(client, "closed.bin")
+    assert closed.expires_at is not None
+
+    detail = admin_client.get(f"{CHANGELIST}{closed.pk}/change/").content.decode()
+    listing = admin_client.get(CHANGELIST)
+
+    assert 'class="field-expiry">—<' in listing.content.decode()
+    shown = re.search(r'field-expiry.*?class="readonly">(.*?)</div>', detail, re.DOTALL)
+    assert shown is not None
+    assert shown.group(1).strip() == "—"

@@ -50,7 +50,7 @@ def test_file_over_max_file_size_is_413_and_leaves_nothing(client, settings, set
     response = client.post("/accept/", {"file": upload(size=300 * KiB)})
 
     assert response.status_code == 413
-    assert "100.0\xa0KB" in response.content.decode()
+    assert "100\xa0KiB" in response.content.decode()
     row = TempUpload.objects.get()
     assert row.state == State.FAILED
     assert "TEMPSTORE_MAX_FILE_SIZE" in row.reason
@@ -258,7 +258,7 @@ def test_refusal_is_the_same_wherever_the_body_is_parsed(settings, settled, wher
     status = int(refusal)
     assert response.status_code == status
     if refusal == "413":
-        message = "The file is larger than the 100.0\xa0KB this site accepts. Send a smaller file."
+        message = "data.bin is larger than the 100\xa0KiB this site accepts. Send a smaller file."
     else:
         message = "The server has no room for this upload right now. Try again later."
     if accept == "application/json":
