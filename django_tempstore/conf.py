@@ -143,6 +143,12 @@ class Settings:
         return _seconds(getattr(settings, "TEMPSTORE_PROMOTE_RETRY_DELAY", 10)).total_seconds()
 
     @property
+    def REFUSAL_VIEW(self) -> str | None:
+        """Dotted path of a view ``(request, refusal) -> HttpResponse`` for non-JSON refusals."""
+        value = getattr(settings, "TEMPSTORE_REFUSAL_VIEW", None)
+        return None if value is None else str(value)
+
+    @property
     def TUS_EXPIRY(self) -> timedelta:
         """How long a partial tus upload lives after its last progress."""
         return _seconds(getattr(settings, "TEMPSTORE_TUS_EXPIRY", 24 * 3600))

@@ -165,6 +165,15 @@ class TempUpload(models.Model):
     )
     host = models.CharField(_("host"), max_length=255)
     pid = models.IntegerField(_("process id"))
+    process_start = models.CharField(
+        _("process identity"),
+        max_length=128,
+        blank=True,
+        help_text=_(
+            "Boot id, PID namespace and start time of the process: "
+            "tells a dead process from a new one with the same id."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(
         _("updated"),
@@ -175,6 +184,22 @@ class TempUpload(models.Model):
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
     persisted_name = models.TextField(_("persisted as"), blank=True)
     persisted_storage = models.CharField(_("persisted to"), max_length=255, blank=True)
+    persist_dir = models.TextField(
+        _("persisting into"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the target directory."),
+    )
+    persist_part = models.CharField(
+        _("persist part file"),
+        max_length=255,
+        blank=True,
+        help_text=_("Intent of a persist in progress: the part file's name in the directory."),
+    )
+    persist_name = models.TextField(
+        _("persisting as"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the final name, relative to the storage."),
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("user"),

@@ -19,7 +19,8 @@ from django_tempstore.asgi import TempStoreASGIHandler, max_body_size
 from django_tempstore.models import QuotaCounter, State, TempUpload
 from django_tempstore.storage import new_name
 from django_tempstore.validators import FileValidation
-from tests.servers import multipart, wait_until
+from tests.servers import wait_until
+from tests.utils import multipart
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
