@@ -153,7 +153,7 @@ def record_intent(upload: TempUpload, directory: Path, part: str, name: str, lab
         "process_start": process.identity(),
         "updated_at": timezone.now(),
     }
-    if not quota.pending_row(upload).update(**fields):
+    if not TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields):
         raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
     for key, value in fields.items():
         setattr(upload, key, value)
@@ -162,7 +162,7 @@ def record_intent(upload: TempUpload, directory: Path, part: str, name: str, lab
 def clear_intent(upload: TempUpload) -> None:
     """Forget the intent of a persist that failed cleanly (nothing left at the target)."""
     fields = {**NO_INTENT, "persisted_storage": ""}
-    quota.pending_row(upload).update(**fields)
+    TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields)
     for key, value in fields.items():
         setattr(upload, key, value)
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_tempstore", "0002_tus"),
+        ("django_tempstore", "0003_process_start"),
     ]
 
     operations = [
