@@ -87,3 +87,14 @@ class UploadClosed(UploadRejected):
 
     def __init__(self) -> None:
         super().__init__(reason="the upload was closed by another process while receiving")
+
+
+class ServiceUnavailable(UploadRejected):
+    """A part the upload needs (the database, the temp dir) cannot answer now.
+
+    Answered 503 with ``Retry-After``: the client should send the file again later.
+    """
+
+    status = 503
+    code = "service_unavailable"
+    message = "The server cannot take uploads right now. Try again later."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -10,17 +11,19 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.core.files.uploadhandler import FileUploadHandler
+from django.db import InterfaceError, OperationalError, connections
 
 from . import lifecycle, quota, validators
 from .conf import conf
-from .exceptions import FileTooLarge, InsufficientStorage, UploadRejected
+from .exceptions import FileTooLarge, InsufficientStorage, ServiceUnavailable, UploadRejected
 from .files import TempStoreUploadedFile
 from .models import State
-from .storage import create_temp
+from .storage import create_temp, unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -119,7 +122,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         encoding: str | None = None,
     ) -> None:
         try:
-            quota.check_request(content_length)
+            with self._database(None):
+                quota.check_request(content_length)
         except UploadRejected as exc:
             self._note_rejection(exc)
             raise
@@ -141,27 +145,25 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
             self._reject(FileTooLarge.for_limit(self.max_file_size))
         self._covered = 0
-        upload = lifecycle.start(
-            original_name=file_name,
-            content_type=content_type,
-            charset=charset,
-            field_name=field_name,
-            request=self.request,
-        )
+        with self._database(None):
+            upload = lifecycle.start(
+                original_name=file_name,
+                content_type=content_type,
+                charset=charset,
+                field_name=field_name,
+                request=self.request,
+            )
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
-            lifecycle.fail(upload, f"could not create the temp file: {exc}")
+            with self._database(None):
+                lifecycle.fail(upload, f"could not create the temp file: {exc}")
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._reject(InsufficientStorage())
             # A misconfigured TEMPSTORE_DIR (unsafe, unwritable): the operator must act,
             # the client can only retry later. Logged, answered 503, never a 500.
             logger.error("django-tempstore cannot create a temp file: %s", exc)
-            self._reject(
-                UploadRejected(
-                    "The server cannot take uploads right now. Try again later.", status=503
-                )
-            )
+            self._reject(ServiceUnavailable())
         self.file = TempStoreUploadedFile(
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )
@@ -180,7 +182,8 @@ class TempStoreUploadHandler(FileUploadHandler):
             self._abort(too_large, too_large.reason)
         if size > self._covered:
             try:
-                self._covered = quota.cover(upload, size, bound=self._bound)
+                with self._database(self.file):
+                    self._covered = quota.cover(upload, size, bound=self._bound)
             except UploadRejected as exc:
                 self._abort(exc, exc.reason)
         self._validate("chunk", raw_data, start)
@@ -196,7 +199,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + conf.HEARTBEAT_INTERVAL.total_seconds()
             try:
-                lifecycle.heartbeat(upload, size)
+                with self._database(self.file):
+                    lifecycle.heartbeat(upload, size)
             except UploadRejected as exc:
                 self._abort(exc, exc.reason)
         return None
@@ -208,33 +212,59 @@ class TempStoreUploadHandler(FileUploadHandler):
         digest = self._hash.hexdigest() if self._hash is not None else ""
         self._validate("complete", file_size, digest)
         try:
-            lifecycle.complete(upload, file_size, digest)
+            with self._database(self.file):
+                lifecycle.complete(upload, file_size, digest)
         except UploadRejected as exc:
             self._abort(exc, exc.reason)
-        quota.trim(upload)
+        with self._database(self.file):
+            quota.trim(upload)
         return self.file
 
     def upload_interrupted(self) -> None:
         if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
             self.file.close()
-            lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
+            with self._database(self.file):
+                lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
 
     def _validate(self, hook: str, *args: Any) -> None:
         if self._validation is None:
             return
         try:
-            getattr(self._validation, hook)(*args)
+            with self._database(self.file):
+                getattr(self._validation, hook)(*args)
+        except ServiceUnavailable:
+            raise
         except UploadRejected as exc:
             self.file.close()
-            validators.reject(self.file.temp_upload, exc)
+            with self._database(self.file):
+                validators.reject(self.file.temp_upload, exc)
             self._reject(exc)
 
     def _abort(self, exc: UploadRejected | None, reason: str) -> None:
         self.file.close()
-        lifecycle.fail(self.file.temp_upload, reason)
+        if isinstance(exc, ServiceUnavailable):
+            raise exc  # Already cleaned up by _database(); the row waits for the request's end.
+        with self._database(self.file):
+            lifecycle.fail(self.file.temp_upload, reason)
         if exc is None:
             raise
         self._reject(exc)
+
+    @contextlib.contextmanager
+    def _database(self, file: TempStoreUploadedFile | None) -> Iterator[None]:
+        """Answer 503 when the database stops answering (connection lost, SQLite locked).
+
+        ``file``'s temp file is deleted now; its row, still pending, is closed at
+        the request's end on a fresh connection, which returns its reservation.
+        """
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("django-tempstore could not reach the database: %s", exc)
+            if file is not None:
+                file.close()
+                unlink(file.temp_upload.path)
+            self._reject(ServiceUnavailable())
 
     def _reject(self, exc: UploadRejected) -> None:
         self._note_rejection(exc)
@@ -298,9 +328,23 @@ def _end_of_request_anywhere(files: list[TempStoreUploadedFile]) -> None:
 
 
 def _end_of_request(files: list[TempStoreUploadedFile]) -> None:
+    if files:
+        _replace_broken_connection()
     while files:
         file = files.pop()
         try:
             file.end_of_request()
         except Exception:
             logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)
+
+
+def _replace_broken_connection() -> None:
+    """Close the connection if it broke during the request, so the next query opens a fresh one."""
+    connection = connections[conf.DATABASE]
+    if (
+        connection.connection is not None
+        and connection.errors_occurred
+        and not connection.in_atomic_block
+        and not connection.is_usable()
+    ):
+        connection.close()

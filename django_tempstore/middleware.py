@@ -24,7 +24,7 @@ def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpRespons
         response = HttpResponse(
             exc.message + "\n", content_type="text/plain; charset=utf-8", status=exc.status
         )
-    if exc.status == 507:
+    if exc.status in (503, 507):
         response["Retry-After"] = str(conf.RETRY_AFTER)
     return response
 

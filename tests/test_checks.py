@@ -170,6 +170,30 @@ def test_w005_stale_after_below_two_heartbeats(settings):
     assert "20 seconds or more" in messages[0].hint
 
 
+SQLITE = "django.db.backends.sqlite3"
+
+
+def test_w006_sqlite_without_immediate_transactions(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES, "default", {"ENGINE": SQLITE, "NAME": "db.sqlite3"})
+    messages = checks.check_sqlite_locking()
+    assert ids(messages) == ["django_tempstore.W006"]
+    assert '"transaction_mode": "IMMEDIATE"' in messages[0].hint
+    assert "journal_mode=WAL" in messages[0].hint
+
+
+def test_w006_not_raised_with_immediate_transactions(settings, monkeypatch):
+    options = {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    database = {"ENGINE": SQLITE, "NAME": "db.sqlite3", "OPTIONS": options}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
+def test_w006_not_raised_for_postgresql(settings, monkeypatch):
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
 def test_w005_not_raised_at_two_heartbeats(settings):
     settings.TEMPSTORE_HEARTBEAT_INTERVAL = timedelta(seconds=10)
     settings.TEMPSTORE_STALE_AFTER = timedelta(seconds=20)
@@ -185,6 +209,7 @@ def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: 
         checks.check_middleware,
         checks.check_atomic_requests,
         checks.check_stale_after,
+        checks.check_sqlite_locking,
         checks.check_scanner,
         checks.check_digest,
     ):
@@ -205,6 +230,7 @@ def test_check_ids_are_unique_and_all_documented():
         "check_middleware",
         "check_atomic_requests",
         "check_stale_after",
+        "check_sqlite_locking",
         "check_scanner",
         "check_digest",
     ):
@@ -223,10 +249,14 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.W003",
         "django_tempstore.W004",
         "django_tempstore.W005",
+        "django_tempstore.W006",
     }
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    documented = (root / "README.md").read_text() + "".join(
+        page.read_text() for page in sorted((root / "docs").glob("*.md"))
+    )
     for check_id in set(found):
-        assert f"`{check_id}`" in readme
+        assert f"`{check_id}`" in documented
 
 
 def test_no_missing_migrations(db):
