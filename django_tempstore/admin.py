@@ -23,7 +23,7 @@ from django.utils.translation import ngettext
 
 from . import lifecycle, quota, sweep
 from .conf import conf
-from .models import PENDING_STATES, State, SweepRun, TempUpload
+from .models import PENDING_STATES, State, SweepRun, TempUpload, Transitions
 
 logger = logging.getLogger("django_tempstore")
 
@@ -49,13 +49,9 @@ def extend_expiry(rows: QuerySet[TempUpload], by: timedelta) -> int:
     """
     now = timezone.now()
     extended = 0
-    for upload in rows.filter(state__in=(State.COMPLETE, State.KEPT)):
+    for upload in rows.filter(state__in=Transitions.EXTEND.sources):
         start = max(upload.expires_at or now, now)
-        extended += (
-            TempUpload.objects.using(conf.DATABASE)
-            .filter(pk=upload.pk, state__in=(State.COMPLETE, State.KEPT))
-            .update(expires_at=start + by)
-        )
+        extended += lifecycle.extend(upload, start + by)
     return extended
 
 

@@ -154,10 +154,10 @@ def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 
 @register(Tags.compatibility)
 def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    database = settings.DATABASES.get(conf.DATABASE, {})
+    database: dict[str, Any] = settings.DATABASES.get(conf.DATABASE, {})
     if not str(database.get("ENGINE", "")).endswith("sqlite3"):
         return []
-    options: dict[str, Any] = dict(database.get("OPTIONS") or {})
+    options: dict[str, Any] = database.get("OPTIONS") or {}
     immediate = str(options.get("transaction_mode", "")).upper() == "IMMEDIATE"
     wal = "journal_mode=wal" in str(options.get("init_command", "")).lower().replace(" ", "")
     if immediate:

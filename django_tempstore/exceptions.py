@@ -1,9 +1,18 @@
-"""Errors that end an upload with a clear HTTP answer instead of a 500."""
+"""Errors that end an upload with a clear HTTP answer instead of a 500.
+
+Each class has its own HTTP ``status`` and a stable machine-readable ``code``
+(sent in the JSON answer); messages are translatable. ``docs/errors.md`` lists
+them with the setting behind each.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import BadRequest
 from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 
 class UploadRejected(BadRequest):
@@ -17,31 +26,31 @@ class UploadRejected(BadRequest):
     #: A stable identifier for clients, sent in the JSON answer.
     code = "upload_rejected"
     #: A short sentence telling the client what to do.
-    message = "The upload was refused."
+    message: Any = _("The upload was refused.")
+    #: Seconds for a ``Retry-After`` header, when waiting may help.
+    retry_after: int | None = None
 
-    def __init__(
-        self, message: str | None = None, *, status: int | None = None, reason: str = ""
-    ) -> None:
+    def __init__(self, message: Any = None, *, status: int | None = None, reason: str = "") -> None:
         if message is not None:
             self.message = message
         if status is not None:
             self.status = status
         #: Why, for the row's ``reason`` and the logs (not sent to the client).
-        self.reason = reason or self.message
+        self.reason = reason or str(self.message)
         super().__init__(self.message)
 
 
 class FileTooLarge(UploadRejected):
     status = 413
     code = "file_too_large"
-    message = "The file is larger than this site accepts. Send a smaller file."
+    message = _("The file is larger than this site accepts. Send a smaller file.")
 
     @classmethod
     def for_limit(cls, limit: int) -> FileTooLarge:
         """The refusal of a file larger than ``limit`` bytes, naming the limit."""
         return cls(
-            f"The file is larger than the {filesizeformat(limit)} this site accepts. "
-            "Send a smaller file.",
+            gettext("The file is larger than the %(limit)s this site accepts. Send a smaller file.")
+            % {"limit": filesizeformat(limit)},
             reason=f"the file is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
         )
 
@@ -49,32 +58,54 @@ class FileTooLarge(UploadRejected):
 class InsufficientStorage(UploadRejected):
     status = 507
     code = "insufficient_storage"
-    message = "The server has no room for this upload right now. Try again later."
+    message = _("The server has no room for this upload right now. Try again later.")
+
+
+class ServiceUnavailable(UploadRejected):
+    """A part the upload needs (the database, the temp dir, the scanner) cannot serve now."""
+
+    status = 503
+    code = "service_unavailable"
+    message = _("The server cannot take uploads right now. Try again later.")
+
+    def __init__(
+        self,
+        message: Any = None,
+        *,
+        reason: str = "",
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class ValidationRejected(UploadRejected):
     status = 422
     code = "validation_rejected"
-    message = "The file was refused."
+    message = _("The file was refused.")
 
 
 class UnsupportedMediaType(ValidationRejected):
     status = 415
-    message = "This kind of file is not accepted here."
+    code = "unsupported_media_type"
+    message = _("This kind of file is not accepted here.")
 
 
 class DigestMismatch(ValidationRejected):
     status = 422
-    message = "The file's content does not match the digest sent with it. Send it again."
+    code = "digest_mismatch"
+    message = _("The file's content does not match the digest sent with it. Send it again.")
 
 
 class UploadInfected(ValidationRejected):
     """A scanner found malware; the upload ends ``quarantined``."""
 
     status = 422
-    message = "The file was refused because it looks infected."
+    code = "upload_infected"
+    message = _("The file was refused because it looks infected.")
 
-    def __init__(self, signature: str, message: str | None = None) -> None:
+    def __init__(self, signature: str, message: Any = None) -> None:
         self.signature = signature
         super().__init__(message)
 
@@ -83,18 +114,26 @@ class UploadClosed(UploadRejected):
     """The upload's row was closed (by a sweep) while its body was still arriving."""
 
     status = 409
-    message = "The server cancelled this upload while receiving it. Send it again."
+    code = "upload_closed"
+    message = _("The server cancelled this upload while receiving it. Send it again.")
 
     def __init__(self) -> None:
         super().__init__(reason="the upload was closed by another process while receiving")
 
 
-class ServiceUnavailable(UploadRejected):
-    """A part the upload needs (the database, the temp dir) cannot answer now.
+class UploadStateError(UploadRejected, ValueError):
+    """A call the upload's state does not allow (persist a discarded upload, keep a
+    persisted one), or a state that changed under the call (a sweep won the race).
 
-    Answered 503 with ``Retry-After``: the client should send the file again later.
+    Also a ``ValueError``, which is what these calls raised before.
     """
 
-    status = 503
-    code = "service_unavailable"
-    message = "The server cannot take uploads right now. Try again later."
+    status = 409
+    code = "upload_state"
+    message = _("This upload was already closed. Send the file again.")
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason=reason)
+
+    def __str__(self) -> str:
+        return self.reason

@@ -8,7 +8,7 @@ from typing import IO, TYPE_CHECKING
 
 from django.core.files.uploadedfile import UploadedFile
 
-from . import lifecycle, signals
+from . import lifecycle
 from .models import State, TempUpload
 from .storage import same_file
 
@@ -112,9 +112,6 @@ class TempStoreUploadedFile(_UploadedFile):
         elif upload.state == State.COMPLETE:
             moved_to = self._moved_to
             if moved_to is not None and self._path_handed_out:
-                if lifecycle.close(upload, State.PERSISTED, persisted_name=moved_to):
-                    signals.upload_persisted.send(
-                        sender=TempUpload, upload=upload, name=moved_to, storage=None
-                    )
+                lifecycle.moved(upload, moved_to)
             else:
                 lifecycle.discard(upload)

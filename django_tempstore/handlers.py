@@ -95,6 +95,10 @@ def _feed(digest: Any, chunks: queue.Queue[bytes | None]) -> None:
         digest.update(data)
 
 
+class _DatabaseDown(ServiceUnavailable):
+    """Raised by ``_database()``, which has already deleted the file."""
+
+
 class TempStoreUploadHandler(FileUploadHandler):
     """Drop-in replacement for Django's ``TemporaryFileUploadHandler``."""
 
@@ -163,7 +167,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             # A misconfigured TEMPSTORE_DIR (unsafe, unwritable): the operator must act,
             # the client can only retry later. Logged, answered 503, never a 500.
             logger.error("django-tempstore cannot create a temp file: %s", exc)
-            self._reject(ServiceUnavailable())
+            self._reject(ServiceUnavailable(reason="the temp file could not be created"))
         self.file = TempStoreUploadedFile(
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )
@@ -232,7 +236,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         try:
             with self._database(self.file):
                 getattr(self._validation, hook)(*args)
-        except ServiceUnavailable:
+        except _DatabaseDown:
             raise
         except UploadRejected as exc:
             self.file.close()
@@ -242,7 +246,7 @@ class TempStoreUploadHandler(FileUploadHandler):
 
     def _abort(self, exc: UploadRejected | None, reason: str) -> None:
         self.file.close()
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, _DatabaseDown):
             raise exc  # Already cleaned up by _database(); the row waits for the request's end.
         with self._database(self.file):
             lifecycle.fail(self.file.temp_upload, reason)
@@ -264,7 +268,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             if file is not None:
                 file.close()
                 unlink(file.temp_upload.path)
-            self._reject(ServiceUnavailable())
+            self._reject(_DatabaseDown(reason="the database did not answer"))
 
     def _reject(self, exc: UploadRejected) -> None:
         self._note_rejection(exc)

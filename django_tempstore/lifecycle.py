@@ -1,8 +1,10 @@
 """State changes of a ``TempUpload``: each one updates the row, then the disk.
 
-A row leaves the pending states exactly once: every transition is a conditional
-UPDATE on the pending states, so a request, a task and a sweep racing to close
-the same upload never double-release its quota or double-send a signal.
+Every change applies a declared ``Transition`` (``models.Transitions``) with
+``TempUploadQuerySet.transition()``, one conditional UPDATE from its allowed
+states; so a row leaves the pending states exactly once, and a request, a task
+and a sweep racing to close the same upload never double-release its quota or
+double-send a signal. Every ending is an ``Outcome`` that goes through ``end()``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +26,9 @@ from django.utils.functional import LazyObject, empty
 
 from . import quota, signals
 from .conf import conf
-from .exceptions import UploadClosed
-from .models import PENDING_STATES, State, TempUpload
-from .storage import current_umask, link_atomic, new_name, open_temp, unlink
+from .exceptions import UploadClosed, UploadStateError
+from .models import State, TempUpload, TempUploadQuerySet, Transition, Transitions
+from .storage import current_umask, ensure_dir, link_atomic, new_name, open_temp, unlink
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -75,10 +78,14 @@ def start(
     return upload
 
 
+def _row(upload: TempUpload) -> TempUploadQuerySet:
+    return TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk)
+
+
 def heartbeat(upload: TempUpload, size: int) -> None:
     """Record that ``upload`` is alive; raise a 409 refusal if it was closed (swept)."""
     now = timezone.now()
-    if not quota.pending_row(upload).update(size=size, updated_at=now):
+    if not _row(upload).transition(Transitions.HEARTBEAT, size=size, updated_at=now):
         raise UploadClosed()
     upload.size, upload.updated_at = size, now
 
@@ -87,15 +94,14 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
     """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile."""
     now = timezone.now()
     fields = {
-        "state": State.COMPLETE,
         "size": size,
         "digest": digest,
         "updated_at": now,
         "expires_at": now + conf.COMPLETE_TTL,
     }
-    rows = TempUpload.objects.using(conf.DATABASE).filter(pk=upload.pk, state=State.RECEIVING)
-    if not rows.update(**fields):
+    if not _row(upload).transition(Transitions.COMPLETE, **fields):
         raise UploadClosed()
+    upload.state = State.COMPLETE
     for key, value in fields.items():
         setattr(upload, key, value)
     signals.upload_received.send(sender=TempUpload, upload=upload)
@@ -105,40 +111,53 @@ def keep(upload: TempUpload, ttl: float | None = None) -> None:
     """Let a complete upload outlive its request until ``ttl`` seconds from now."""
     now = timezone.now()
     expires_at = now + (conf.KEEP_TTL if ttl is None else timedelta(seconds=ttl))
-    updated = (
-        TempUpload.objects.using(conf.DATABASE)
-        .filter(pk=upload.pk, state__in=(State.COMPLETE, State.KEPT))
-        .update(state=State.KEPT, expires_at=expires_at, updated_at=now)
-    )
-    if not updated:
-        raise ValueError(f"Cannot keep upload {upload.pk} in state {upload.state!r}.")
+    if not _row(upload).transition(Transitions.KEEP, expires_at=expires_at, updated_at=now):
+        raise UploadStateError(f"Cannot keep upload {upload.pk} in state {upload.state!r}.")
     upload.state, upload.expires_at, upload.updated_at = State.KEPT, expires_at, now
 
 
-def close(upload: TempUpload, state: State, reason: str = "", **fields: Any) -> bool:
-    """Move a pending upload to a terminal ``state``; False if already closed.
+def extend(upload: TempUpload, expires_at: datetime) -> bool:
+    """Move a complete or kept upload's expiry to ``expires_at``; False if it was closed."""
+    return bool(_row(upload).transition(Transitions.EXTEND, expires_at=expires_at))
+
+
+def close(
+    upload: TempUpload,
+    transition: Transition,
+    reason: str = "",
+    *,
+    where: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Apply a closing ``transition`` to ``upload``; False if another process won.
 
     Releases the upload's quota reservation in the same transaction as the
-    row's change. Does not touch the file.
+    row's change. Does not touch the file. ``where`` narrows the row further.
     """
     now = timezone.now()
     values = {
-        "state": state,
         "reason": reason,
         "reserved": 0,
         "updated_at": now,
         "closed_at": now,
         **fields,
     }
-    if not quota.settle(quota.pending_row(upload), upload, values):
+    rows = _row(upload).filter(**(where or {}))
+    if not quota.settle(rows, upload, transition, values):
         return False
+    upload.state = transition.target or upload.state
     for key, value in values.items():
         setattr(upload, key, value)
     return True
 
 
+#: The closing transition the sweep applies for each state it closes rows to.
+_CLOSE_TO = {State.FAILED: Transitions.FAIL, State.DISCARDED: Transitions.DISCARD}
+
+
 def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list[TempUpload]:
-    """Close many pending uploads at once; return those this call closed.
+    """Close many pending uploads at once as ``state`` (failed or discarded);
+    return those this call closed.
 
     A few statements per call, whatever the number of rows (the sweep closes
     thousands): the UPDATE stamps the rows it closes with a random
@@ -147,15 +166,14 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     """
     if not uploads:
         return []
+    transition = _CLOSE_TO[state]
     by_pk = {upload.pk: upload for upload in uploads}
     now = timezone.now()
     marker = now.replace(microsecond=secrets.randbelow(1_000_000))
     rows = TempUpload.objects.using(conf.DATABASE).filter(pk__in=list(by_pk))
     with transaction.atomic(using=conf.DATABASE):
         quota.lock_counter()
-        if not rows.filter(state__in=PENDING_STATES).update(
-            state=state, reason=reason, updated_at=now, closed_at=marker
-        ):
+        if not rows.transition(transition, reason=reason, updated_at=now, closed_at=marker):
             return []
         closed = list(rows.filter(state=state, closed_at=marker).values_list("pk", "reserved"))
         held = sum(reserved for _, reserved in closed)
@@ -171,41 +189,119 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     return result
 
 
+#: A step run before the temp file is deleted; returns what undoes it if the
+#: row turns out to be closed already (or None).
+BeforeDelete = Callable[[TempUpload], "Callable[[], None] | None"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an upload ends: its transition, the signal sent, the step before the delete."""
+
+    name: str
+    transition: Transition
+    signal: Signal
+    before_delete: BeforeDelete | None = None
+    #: Whether ``signal`` takes a ``reason`` (``upload_persisted`` does not).
+    sends_reason: bool = True
+
+
+def _keep_evidence(upload: TempUpload) -> Callable[[], None] | None:
+    """Link the file into ``TEMPSTORE_QUARANTINE_DIR`` (mode 0600), if that is set."""
+    target_dir = conf.QUARANTINE_DIR
+    if target_dir is None:
+        return None
+    target = target_dir / upload.name
+    try:
+        ensure_dir(target_dir)
+        link_atomic(upload.path, target, mode=0o600)
+    except OSError:
+        # Keeping evidence must never keep the file in the temp dir.
+        logger.exception("django-tempstore could not quarantine %s", upload.pk)
+        return None
+
+    def remove_copy() -> None:
+        unlink(target)  # No row points at the copy.
+
+    return remove_copy
+
+
+class Outcomes:
+    """Every way an upload ends. All go through ``end()``, ``persist()`` excepted
+    (its delete and signal wait for the commit)."""
+
+    DISCARD = Outcome("discard", Transitions.DISCARD, signals.upload_discarded)
+    FAIL = Outcome("fail", Transitions.FAIL, signals.upload_failed)
+    REJECT = Outcome("reject", Transitions.FAIL, signals.upload_rejected)
+    #: A refusal of a file that was kept (by the promotion task).
+    REJECT_KEPT = Outcome("reject", Transitions.DISCARD, signals.upload_rejected)
+    QUARANTINE = Outcome(
+        "quarantine", Transitions.QUARANTINE, signals.upload_quarantined, _keep_evidence
+    )
+    #: A file that a Django storage moved itself (``FileSystemStorage.save()``).
+    PERSIST = Outcome("persist", Transitions.PERSIST, signals.upload_persisted, sends_reason=False)
+    #: A persist whose transaction rolled back.
+    UNDO = Outcome("undo", Transitions.UNDO, signals.upload_discarded)
+
+
 def end(
     upload: TempUpload,
-    state: State,
-    reason: str,
-    signal: Signal,
+    outcome: Outcome,
+    reason: str = "",
     *,
-    before_delete: Callable[[], None] | None = None,
+    where: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
     **signal_kwargs: Any,
 ) -> bool:
-    """Delete a pending upload's temp file, close its row, then send ``signal``.
+    """Delete an upload's temp file, close its row as ``outcome``, then send its signal.
 
     The file goes first and the row's close releases the quota after it, so the
     quota bounds the disk; if the row was closed meanwhile the file is deleted
-    all the same and False is returned. ``before_delete`` runs first (to keep a
-    copy of the file, as quarantine does).
+    all the same and False is returned. The outcome's ``before_delete`` runs
+    first (to keep a copy of the file, as quarantine does).
     """
-    if not upload.is_pending:
+    if upload.state not in outcome.transition.sources:
         return False
-    if before_delete is not None:
-        before_delete()
+    undo = outcome.before_delete(upload) if outcome.before_delete is not None else None
     unlink(upload.path)
-    if not close(upload, state, reason):
+    if not close(upload, outcome.transition, reason, where=where, **(fields or {})):
+        if undo is not None:
+            undo()
         return False
-    signal.send(sender=TempUpload, upload=upload, reason=reason, **signal_kwargs)
+    if outcome.sends_reason:
+        signal_kwargs["reason"] = reason
+    outcome.signal.send(sender=TempUpload, upload=upload, **signal_kwargs)
     return True
 
 
 def discard(upload: TempUpload, reason: str = "") -> bool:
     """Delete a pending upload's temp file; False if it was already closed."""
-    return end(upload, State.DISCARDED, reason, signals.upload_discarded)
+    return end(upload, Outcomes.DISCARD, reason)
 
 
 def fail(upload: TempUpload, reason: str) -> bool:
     """Abort an upload that could not be received; delete its partial file."""
-    return end(upload, State.FAILED, reason, signals.upload_failed)
+    return end(upload, Outcomes.FAIL, reason)
+
+
+def reject(upload: TempUpload, message: str, status: int, *, kept: bool = False) -> bool:
+    """Close a refused upload (``discarded`` if it was kept, else ``failed``)."""
+    outcome = Outcomes.REJECT_KEPT if kept else Outcomes.REJECT
+    return end(upload, outcome, f"rejected: {message}", status=status)
+
+
+def quarantine(upload: TempUpload, signature: str) -> bool:
+    """Close ``upload`` as ``quarantined``; False if it was already closed.
+
+    The file is deleted, or moved into ``TEMPSTORE_QUARANTINE_DIR`` (mode
+    0600, under its temp name) when that is set, for someone to inspect.
+    """
+    return end(upload, Outcomes.QUARANTINE, f"infected: {signature}", signature=signature)
+
+
+def moved(upload: TempUpload, name: str) -> bool:
+    """Close a complete upload that a Django storage moved to ``name`` itself."""
+    return end(upload, Outcomes.PERSIST, fields={"persisted_name": name}, name=name, storage=None)
 
 
 def storage_label(storage: Storage) -> str:
@@ -240,19 +336,27 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     transaction rolls back, the request's end removes what was stored.
     """
     storage = _unwrap(default_storage if storage is None else storage)
-    if upload.state not in (State.COMPLETE, State.KEPT):
-        raise ValueError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
-    if _plain_filesystem(storage):
-        final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
-    else:
-        with open_temp(upload.name) as fh:
-            final = storage.save(name, File(fh, name=upload.original_name or name))
+    if upload.state not in Transitions.PERSIST.sources:
+        raise UploadStateError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
+    try:
+        if _plain_filesystem(storage):
+            final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
+        else:
+            with open_temp(upload.name) as fh:
+                final = storage.save(name, File(fh, name=upload.original_name or name))
+    except FileNotFoundError as exc:
+        if not _row(upload).in_sources(Transitions.PERSIST).exists():
+            # Closed by another process (a sweep, a task), which deleted the file.
+            raise UploadStateError(
+                f"Upload {upload.pk} was closed before it was persisted."
+            ) from exc
+        raise
 
     label = storage_label(storage)
-    if not close(upload, State.PERSISTED, persisted_name=final, persisted_storage=label):
+    if not close(upload, Transitions.PERSIST, persisted_name=final, persisted_storage=label):
         # Someone closed the upload meanwhile (a sweep of an expired keep()).
         storage.delete(final)
-        raise ValueError(f"Upload {upload.pk} was closed while it was being persisted.")
+        raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
 
     alias = _atomic_alias()
     if alias is not None:
@@ -362,19 +466,11 @@ def rollback_uncommitted(upload: TempUpload) -> None:
     # The row was closed on TEMPSTORE_DATABASE, outside the transaction that
     # rolled back (its on_commit never ran): undo the persist by hand.
     storage.delete(final)
-    reason = "the transaction that persisted it rolled back"
-    now = timezone.now()
-    rows = TempUpload.objects.using(conf.DATABASE).filter(
-        pk=upload.pk, state=State.PERSISTED, persisted_name=final
-    )
-    undone = rows.update(
-        state=State.DISCARDED,
-        reason=reason,
-        persisted_name="",
-        persisted_storage="",
-        updated_at=now,
+    end(
+        upload,
+        Outcomes.UNDO,
+        "the transaction that persisted it rolled back",
+        where={"persisted_name": final},
+        fields={"persisted_name": "", "persisted_storage": ""},
     )
     upload.refresh_from_db(using=conf.DATABASE)
-    if undone:
-        unlink(upload.path)
-        signals.upload_discarded.send(sender=TempUpload, upload=upload, reason=reason)

@@ -1,4 +1,4 @@
-"""Turns a refused upload into its HTTP answer (413, 415, 422, 507), never a 500."""
+"""Turns a refused upload into its HTTP answer (409, 413, 415, 422, 503, 507), never a 500."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpRespons
         response = HttpResponse(
             exc.message + "\n", content_type="text/plain; charset=utf-8", status=exc.status
         )
-    if exc.status in (503, 507):
-        response["Retry-After"] = str(conf.RETRY_AFTER)
+    retry_after = exc.retry_after
+    if retry_after is None and exc.status in (503, 507):
+        retry_after = conf.RETRY_AFTER
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     return response
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -29,6 +31,65 @@ PENDING_STATES = (State.RECEIVING, State.COMPLETE, State.KEPT)
 TERMINAL_STATES = (State.PERSISTED, State.DISCARDED, State.FAILED, State.QUARANTINED)
 
 
+@dataclass(frozen=True)
+class Transition:
+    """A declared change of a row's state: from any of ``sources`` to ``target``.
+
+    ``target`` None keeps the state (a write that is only allowed in ``sources``,
+    such as a heartbeat or a later expiry).
+    """
+
+    name: str
+    sources: frozenset[State]
+    target: State | None
+
+
+def _declare(name: str, sources: Iterable[State], target: State | None) -> Transition:
+    return Transition(name, frozenset(sources), target)
+
+
+class Transitions:
+    """Every state change a ``TempUpload`` may make; nothing else writes ``state``.
+
+    No transition enters a pending state from a terminal one, and every
+    transition out of the pending states is a conditional UPDATE on them, so a
+    row leaves the pending states exactly once. ``UNDO`` (a persist whose
+    transaction rolled back) goes from one terminal state to another.
+    """
+
+    HEARTBEAT = _declare("heartbeat", PENDING_STATES, None)
+    COMPLETE = _declare("complete", [State.RECEIVING], State.COMPLETE)
+    KEEP = _declare("keep", [State.COMPLETE, State.KEPT], State.KEPT)
+    EXTEND = _declare("extend", [State.COMPLETE, State.KEPT], None)
+    PERSIST = _declare("persist", [State.COMPLETE, State.KEPT], State.PERSISTED)
+    DISCARD = _declare("discard", PENDING_STATES, State.DISCARDED)
+    FAIL = _declare("fail", PENDING_STATES, State.FAILED)
+    QUARANTINE = _declare("quarantine", PENDING_STATES, State.QUARANTINED)
+    UNDO = _declare("undo", [State.PERSISTED], State.DISCARDED)
+
+    ALL: tuple[Transition, ...] = (
+        HEARTBEAT,
+        COMPLETE,
+        KEEP,
+        EXTEND,
+        PERSIST,
+        DISCARD,
+        FAIL,
+        QUARANTINE,
+        UNDO,
+    )
+
+
+def allowed_sources() -> dict[State, frozenset[State]]:
+    """For each state, the states a row may move to it from (the table, by target)."""
+    table: dict[State, frozenset[State]] = {state: frozenset() for state in State}
+    for transition in Transitions.ALL:
+        target = transition.target
+        if target is not None:
+            table[target] = table[target] | transition.sources
+    return table
+
+
 class TempUploadQuerySet(models.QuerySet["TempUpload"]):
     def pending(self) -> TempUploadQuerySet:
         """Rows whose temp file still exists on purpose."""
@@ -36,6 +97,22 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
 
     def terminal(self) -> TempUploadQuerySet:
         return self.filter(state__in=TERMINAL_STATES)
+
+    def in_sources(self, transition: Transition) -> TempUploadQuerySet:
+        """The rows ``transition`` may apply to now."""
+        return self.filter(state__in=transition.sources)
+
+    def transition(self, transition: Transition, **values: Any) -> int:
+        """Apply ``transition`` (and write ``values``) to the rows allowed to take it.
+
+        One conditional UPDATE: of processes racing on a row, exactly one wins.
+        Return the number of rows changed (0: none was in an allowed state).
+        """
+        if "state" in values:
+            raise TypeError("Set the state through a declared Transition, not state=.")
+        if transition.target is not None:
+            values["state"] = transition.target
+        return self.in_sources(transition).update(**values)
 
 
 TempUploadManager = models.Manager.from_queryset(TempUploadQuerySet)

@@ -17,9 +17,9 @@ from django.db import transaction
 
 from . import lifecycle
 from .conf import conf
-from .exceptions import UploadRejected
+from .exceptions import UploadRejected, UploadStateError
 from .files import TempStoreUploadedFile
-from .models import State, TempUpload
+from .models import State, TempUpload, Transitions
 from .scanners import Antivirus, ScannerError, get_scanner, scan
 from .validators import load, reject, validate_file
 
@@ -66,7 +66,7 @@ def promote(
     upload = TempUpload.objects.using(conf.DATABASE).filter(pk=upload_id).first()
     if upload is None:
         return Promotion(str(upload_id), "missing", reason="no such upload")
-    if upload.state not in (State.COMPLETE, State.KEPT):
+    if upload.state not in Transitions.PERSIST.sources:
         return _result(upload)
 
     chosen = load(conf.VALIDATORS if validators is None else validators)
@@ -92,7 +92,7 @@ def promote(
     target = storages[storage] if storage else default_storage
     try:
         lifecycle.persist(upload, name, target)
-    except ValueError:
+    except UploadStateError:
         raise  # Closed meanwhile: retrying cannot help.
     except Exception as exc:
         # Remote storages fail with their own exceptions (botocore's ClientError), not OSError.

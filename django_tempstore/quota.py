@@ -27,7 +27,14 @@ from django.utils import timezone
 
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, UploadClosed
-from .models import PENDING_STATES, QuotaCounter, State, TempUpload
+from .models import (
+    PENDING_STATES,
+    QuotaCounter,
+    State,
+    TempUpload,
+    TempUploadQuerySet,
+    Transition,
+)
 from .storage import free_space
 
 SCOPE = "default"
@@ -180,10 +187,12 @@ def release(nbytes: int) -> None:
         _move_counter(-nbytes)
 
 
-def settle(rows: QuerySet[TempUpload], upload: TempUpload, values: dict[str, Any]) -> bool:
-    """Update ``rows`` (``upload``'s row while it is pending) with ``values``,
-    which set ``reserved`` to 0, and release what the row held, in one
-    transaction. False if the row was no longer pending.
+def settle(
+    rows: TempUploadQuerySet, upload: TempUpload, transition: Transition, values: dict[str, Any]
+) -> bool:
+    """Apply ``transition`` to ``rows`` (``upload``'s row) with ``values``, which
+    set ``reserved`` to 0, and release what the row held, in one transaction.
+    False if the row was no longer in one of the transition's sources.
 
     Used by ``lifecycle.close()``: the release happens exactly once, and a
     ``reconcile()`` never sees the row closed with the counter not yet moved.
@@ -194,13 +203,13 @@ def settle(rows: QuerySet[TempUpload], upload: TempUpload, values: dict[str, Any
             with transaction.atomic(using=conf.DATABASE) if held else contextlib.nullcontext():
                 if held:
                     _move_counter(-held)
-                if rows.filter(reserved=held).update(**values):
+                if rows.filter(reserved=held).transition(transition, **values):
                     return True
                 raise _Retry
         except _Retry:
             pass
         # This copy of the row is out of date: read what the row holds now.
-        current = rows.values_list("reserved", flat=True).first()
+        current = rows.in_sources(transition).values_list("reserved", flat=True).first()
         if current is None:
             return False
         upload.reserved = current

@@ -6,16 +6,15 @@ import logging
 import socket
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext_lazy as _
 
-from . import lifecycle, signals
+from . import lifecycle
 from .conf import conf
-from .exceptions import UploadInfected, UploadRejected
-from .models import State, TempUpload
-from .storage import ensure_dir, link_atomic, unlink
+from .exceptions import ServiceUnavailable, UploadInfected
+from .models import TempUpload
 from .validators import UploadValidator
 
 logger = logging.getLogger("django_tempstore")
@@ -129,40 +128,9 @@ def scan(upload: TempUpload, scanner: Scanner | None = None) -> ScanResult:
 
 
 def quarantine(upload: TempUpload, signature: str) -> bool:
-    """Close ``upload`` as ``quarantined``; False if it was already closed.
-
-    The file is deleted, or moved into ``TEMPSTORE_QUARANTINE_DIR`` (mode
-    0600, under its temp name) when that is set, for someone to inspect.
-    """
-    target_dir = conf.QUARANTINE_DIR
-    kept: list[Path] = []
-
-    def keep_evidence() -> None:
-        if target_dir is None:
-            return
-        target = target_dir / upload.name
-        try:
-            ensure_dir(target_dir)
-            link_atomic(upload.path, target, mode=0o600)
-        except OSError:
-            # Keeping evidence must never keep the file in the temp dir.
-            logger.exception("django-tempstore could not quarantine %s", upload.pk)
-        else:
-            kept.append(target)
-
-    reason = f"infected: {signature}"
-    if lifecycle.end(
-        upload,
-        State.QUARANTINED,
-        reason,
-        signals.upload_quarantined,
-        before_delete=keep_evidence,
-        signature=signature,
-    ):
-        return True
-    for path in kept:  # Closed otherwise meanwhile: no row points at the copy.
-        unlink(path)
-    return False
+    """Close ``upload`` as ``quarantined``; False if it was already closed (see
+    ``lifecycle.quarantine``)."""
+    return lifecycle.quarantine(upload, signature)
 
 
 class Antivirus(UploadValidator):
@@ -187,8 +155,9 @@ class Antivirus(UploadValidator):
         except ScannerError:
             if self.fail_open:
                 return
-            raise UploadRejected(
-                "The virus scanner is not available. Try again later.", status=503
+            raise ServiceUnavailable(
+                _("The virus scanner is not available. Try again later."),
+                reason="the virus scanner did not answer",
             ) from None
         if not result.clean:
             raise UploadInfected(result.signature)

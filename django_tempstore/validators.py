@@ -22,7 +22,7 @@ import filetype
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils.module_loading import import_string
 
-from . import lifecycle, signals
+from . import lifecycle
 from .conf import conf
 from .exceptions import (
     DigestMismatch,
@@ -370,11 +370,8 @@ def reject(upload: TempUpload, exc: UploadRejected, *, state: State = State.FAIL
     ``upload_rejected``.
     """
     if isinstance(exc, UploadInfected):
-        from .scanners import quarantine
-
-        return quarantine(upload, exc.signature)
-    reason = f"rejected: {exc.message}"
-    return lifecycle.end(upload, state, reason, signals.upload_rejected, status=exc.status)
+        return lifecycle.quarantine(upload, exc.signature)
+    return lifecycle.reject(upload, str(exc.message), exc.status, kept=state == State.DISCARDED)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
