@@ -25,7 +25,6 @@ from django.http import HttpResponseBase
 
 from .conf import conf
 from .exceptions import FileTooLarge, UploadRejected
-from .middleware import rejection_response
 from .storage import ensure_dir
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -105,24 +104,21 @@ class TempStoreASGIHandler(ASGIHandler):
         except UploadRejected as rejection:
             await self._refuse(scope, rejection, send)
             return None
-        from .handlers import _end_of_request, _unclosed
+        from .handlers import RequestScope
 
         token = _body_limit.set(limit)
-        unclosed: list[list[Any]] = []
-        unclosed_token = _unclosed.set(unclosed)
-        try:
-            await super().handle(scope, receive, send)
-        except _Refused as refused:
-            # Raised by read_body(), before the request started.
-            await self._refuse(scope, refused.rejection, send)
-        finally:
-            _body_limit.reset(token)
-            _unclosed.reset(unclosed_token)
-            # A request cancelled by a client disconnect is never closed. In
-            # this request's sync thread, so after a view still running there.
-            for files in unclosed:
-                if files:
-                    await sync_to_async(_end_of_request)(files)
+        with RequestScope.collect() as scopes:
+            try:
+                await super().handle(scope, receive, send)
+            except _Refused as refused:
+                # Raised by read_body(), before the request started.
+                await self._refuse(scope, refused.rejection, send)
+            finally:
+                _body_limit.reset(token)
+                # A request cancelled by a client disconnect is never closed. In
+                # this request's sync thread, so after a view still running there.
+                for request_scope in scopes:
+                    await sync_to_async(request_scope.close)()
         return None
 
     async def read_body(self, receive: Receive) -> IO[bytes]:
@@ -151,6 +147,8 @@ class TempStoreASGIHandler(ASGIHandler):
         return body_file
 
     async def _refuse(self, scope: dict[str, Any], rejection: UploadRejected, send: Send) -> None:
+        from .middleware import rejection_response  # Imports models: not before django.setup().
+
         request, response = self.create_request(scope, io.BytesIO())
         if request is not None:
             response = rejection_response(request, rejection)

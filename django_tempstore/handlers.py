@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import hashlib
@@ -16,6 +15,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.core.files.uploadhandler import FileUploadHandler
+from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connections
 
 from . import lifecycle, quota, validators
@@ -172,7 +172,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )
         if self.request is not None:
-            _track(self.request, self.file)
+            RequestScope.of(self.request).track(self.file)
         self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
         self._validation = validators.for_file(self.request, upload)
@@ -276,7 +276,7 @@ class TempStoreUploadHandler(FileUploadHandler):
 
     def _note_rejection(self, exc: UploadRejected) -> None:
         if self.request is not None:
-            self.request._tempstore_rejection = exc  # type: ignore[attr-defined]
+            RequestScope.of(self.request).rejection = exc
             # Django's error views read request.POST again (their CSRF check):
             # that must neither parse the rest of the body nor raise again.
             self.request._mark_post_parse_error()  # type: ignore[attr-defined]
@@ -289,57 +289,102 @@ def _write_all(fh: Any, data: bytes) -> None:
         view = view[fh.write(view) :]
 
 
-def _track(request: HttpRequest, file: TempStoreUploadedFile) -> None:
-    """Make the end of ``request`` close ``file``'s row, however the request ends."""
-    files: list[TempStoreUploadedFile] | None = getattr(request, "_tempstore_files", None)
-    if files is None:
-        files = request._tempstore_files = []  # type: ignore[attr-defined]
-        original_close = request.close
+class RequestScope:
+    """What one request created: its temp files and its refusal.
 
-        def close() -> None:
-            try:
-                original_close()
-            finally:
-                _end_of_request(files)
+    ``close()`` ends the request's uploads (closes the rows of the files it did
+    not persist or keep, undoes persists whose transaction rolled back). It is
+    called once per request by ``TempStoreMiddleware`` (when the response is
+    closed) and by ``TempStoreASGIHandler`` (after the response, also when the
+    client disconnected); later calls do nothing. A scope that is never closed
+    writes nothing from the garbage collector: it is logged, and the sweep
+    closes its rows.
+    """
 
-        request.close = close  # type: ignore[method-assign]
-        # An ASGI request cancelled by a disconnect is never closed: then
-        # TempStoreASGIHandler cleans up once Django is done with it, else
-        # (another ASGI handler) the request being garbage collected does.
-        pending = _unclosed.get()
-        if pending is not None:
-            pending.append(files)
-        weakref.finalize(request, _end_of_request_anywhere, files)
-    files.append(file)
+    def __init__(self, request: HttpRequest) -> None:
+        self.files: list[TempStoreUploadedFile] = []
+        #: The refusal raised while the body was parsed, for the middleware.
+        self.rejection: UploadRejected | None = None
+        self.closed = False
+        self._finalizer = weakref.finalize(request, _never_closed, self.files)
+        collecting = _asgi_scopes.get()
+        if collecting is not None:
+            collecting.append(self)
+        elif isinstance(request, ASGIRequest):
+            _warn_foreign_asgi_handler()
 
+    @classmethod
+    def of(cls, request: HttpRequest) -> RequestScope:
+        """The scope of ``request``, created on first use."""
+        scope: RequestScope | None = getattr(request, "_tempstore_scope", None)
+        if scope is None:
+            scope = request._tempstore_scope = cls(request)  # type: ignore[attr-defined]
+        return scope
 
-#: Set by TempStoreASGIHandler for each request: the files lists of its requests.
-_unclosed: ContextVar[list[list[TempStoreUploadedFile]] | None] = ContextVar(
-    "tempstore_unclosed", default=None
-)
+    @classmethod
+    def find(cls, request: HttpRequest) -> RequestScope | None:
+        """The scope of ``request`` if the upload handler opened one."""
+        return getattr(request, "_tempstore_scope", None)
 
-
-def _end_of_request_anywhere(files: list[TempStoreUploadedFile]) -> None:
-    """``_end_of_request`` from a finalizer, which may run on an event loop's thread."""
-    if not files:
-        return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        _end_of_request(files)
-    else:  # The ORM refuses to run there.
-        threading.Thread(target=_end_of_request, args=(files,), daemon=True).start()
-
-
-def _end_of_request(files: list[TempStoreUploadedFile]) -> None:
-    if files:
-        _replace_broken_connection()
-    while files:
-        file = files.pop()
+    @staticmethod
+    @contextlib.contextmanager
+    def collect() -> Iterator[list[RequestScope]]:
+        """Collect the scopes opened while the block runs (an ASGI handler's request)."""
+        scopes: list[RequestScope] = []
+        token = _asgi_scopes.set(scopes)
         try:
-            file.end_of_request()
-        except Exception:
-            logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)
+            yield scopes
+        finally:
+            _asgi_scopes.reset(token)
+
+    def track(self, file: TempStoreUploadedFile) -> None:
+        self.files.append(file)
+
+    def close(self) -> None:
+        """End the request's uploads; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._finalizer.detach()
+        if self.files:
+            _replace_broken_connection()
+        while self.files:
+            file = self.files.pop()
+            try:
+                file.end_of_request()
+            except Exception:
+                logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)
+
+
+#: Set by TempStoreASGIHandler around each request: the scopes it must close.
+_asgi_scopes: ContextVar[list[RequestScope] | None] = ContextVar(
+    "tempstore_asgi_scopes", default=None
+)
+_warned_foreign_asgi = False
+
+
+def _warn_foreign_asgi_handler() -> None:
+    global _warned_foreign_asgi
+    if not _warned_foreign_asgi:
+        _warned_foreign_asgi = True
+        logger.warning(
+            "django-tempstore: this ASGI request is not served by "
+            "django_tempstore.asgi.TempStoreASGIHandler; Django's own handler spools "
+            "the body outside TEMPSTORE_DIR and never closes a request whose client "
+            "disconnected. Use django_tempstore.asgi.get_asgi_application()."
+        )
+
+
+def _never_closed(files: list[TempStoreUploadedFile]) -> None:
+    # From the garbage collector: no database write; the sweep closes the rows.
+    for file in files:
+        file.close()
+    if files:
+        logger.warning(
+            "django-tempstore: a request ended without closing its uploads %s "
+            "(is TempStoreMiddleware installed?); the sweep will close them.",
+            ", ".join(str(file.temp_upload.pk) for file in files),
+        )
 
 
 def _replace_broken_connection() -> None:
