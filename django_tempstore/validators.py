@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import filetype
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from . import lifecycle
 from .conf import conf
@@ -85,7 +86,10 @@ class MaxSize(UploadValidator):
 
     def chunk(self, upload: TempUpload, data: bytes, offset: int) -> None:
         if offset + len(data) > self.limit:
-            raise FileTooLarge(f"The file is larger than {self.limit} bytes. Send a smaller file.")
+            raise FileTooLarge(
+                gettext("The file is larger than %(limit)s bytes. Send a smaller file.")
+                % {"limit": self.limit}
+            )
 
 
 class AllowedExtensions(UploadValidator):
@@ -99,8 +103,10 @@ class AllowedExtensions(UploadValidator):
         if not dot or ext.lower() not in self.extensions:
             allowed = ", ".join("." + e for e in self.extensions)
             raise UnsupportedMediaType(
-                f"Files named {upload.original_name!r} are not accepted here. "
-                f"Send a file ending in {allowed}."
+                gettext(
+                    "Files named %(name)s are not accepted here. Send a file ending in %(allowed)s."
+                )
+                % {"name": repr(upload.original_name), "allowed": allowed}
             )
 
 
@@ -134,8 +140,11 @@ class AllowedContentTypes(UploadValidator):
         major = kind.split("/")[0] + "/*"
         if kind not in self.types and major not in self.types:
             raise UnsupportedMediaType(
-                f"The file's content is {kind}, which is not accepted here. "
-                f"Send one of: {', '.join(self.types)}."
+                gettext(
+                    "The file's content is %(kind)s, which is not accepted here. "
+                    "Send one of: %(types)s."
+                )
+                % {"kind": kind, "types": ", ".join(self.types)}
             )
 
 
@@ -154,12 +163,12 @@ def parse_digest_header(value: str) -> dict[str, bytes]:
         match = _MEMBER_RE.match(member)
         if not match:
             raise DigestMismatch(
-                "The digest header is malformed. Send it as sha-256=:<base64 digest>:."
+                gettext("The digest header is malformed. Send it as sha-256=:<base64 digest>:.")
             )
         try:
             digests[match[1].lower()] = base64.b64decode(match[2], validate=True)
         except binascii.Error as exc:
-            raise DigestMismatch("The digest header's base64 is invalid.") from exc
+            raise DigestMismatch(gettext("The digest header's base64 is invalid.")) from exc
     return digests
 
 
@@ -172,11 +181,13 @@ def parse_digest_field(value: str) -> dict[str, bytes]:
         raw = bytes.fromhex(value)
     except ValueError as exc:
         raise DigestMismatch(
-            "The digest field is malformed. Send a hex SHA-256 digest or sha-256=:<base64>:."
+            gettext(
+                "The digest field is malformed. Send a hex SHA-256 digest or sha-256=:<base64>:."
+            )
         ) from exc
     algorithm = {32: "sha-256", 64: "sha-512"}.get(len(raw))
     if algorithm is None:
-        raise DigestMismatch("The digest field must be a SHA-256 or SHA-512 digest.")
+        raise DigestMismatch(gettext("The digest field must be a SHA-256 or SHA-512 digest."))
     return {algorithm: raw}
 
 
@@ -217,12 +228,14 @@ class ExpectedDigest(UploadValidator):
         request._tempstore_digest_files = count  # type: ignore[attr-defined]
         if count > 1:
             raise DigestMismatch(
-                "A digest header covers one file. Send one file per request, "
-                "or each file's digest in a form field."
+                gettext(
+                    "A digest header covers one file. Send one file per request, "
+                    "or each file's digest in a form field."
+                )
             )
         known = [a for a in self._expected if a in DIGEST_ALGORITHMS]
         if not known:
-            raise DigestMismatch("Send the digest as sha-256 or sha-512.")
+            raise DigestMismatch(gettext("Send the digest as sha-256 or sha-512."))
         for algorithm in known:
             if DIGEST_ALGORITHMS[algorithm] != upload.digest_algorithm:
                 self._hashes[algorithm] = hashlib.new(DIGEST_ALGORITHMS[algorithm])
@@ -237,7 +250,7 @@ class ExpectedDigest(UploadValidator):
         elif self.required and not self.field and self._in_request:
             # Outside a request (promotion re-validating a kept upload) there is
             # no header to read: the digest was checked while the file streamed.
-            raise DigestMismatch("Send the file's digest in a Content-Digest header.")
+            raise DigestMismatch(gettext("Send the file's digest in a Content-Digest header."))
 
     def parsed(self, upload: TempUpload, request: HttpRequest) -> None:
         if not self.field:
@@ -246,7 +259,10 @@ class ExpectedDigest(UploadValidator):
         if value:
             self._compare(upload, parse_digest_field(value))
         elif self.required and not self._expected:
-            raise DigestMismatch(f"Send the file's digest in the form field {self.field!r}.")
+            raise DigestMismatch(
+                gettext("Send the file's digest in the form field %(field)s.")
+                % {"field": repr(self.field)}
+            )
 
     def _compare(self, upload: TempUpload, expected: dict[str, bytes]) -> None:
         for algorithm, raw in expected.items():
