@@ -131,5 +131,32 @@ class Settings:
         """Seconds before the first retry of ``promote_upload``; doubled each time."""
         return _seconds(getattr(settings, "TEMPSTORE_PROMOTE_RETRY_DELAY", 10)).total_seconds()
 
+    @property
+    def REFUSAL_VIEW(self) -> str | None:
+        """Dotted path of a view ``(request, refusal) -> HttpResponse`` for non-JSON refusals."""
+        value = getattr(settings, "TEMPSTORE_REFUSAL_VIEW", None)
+        return None if value is None else str(value)
+
+    @property
+    def TUS_EXPIRY(self) -> timedelta:
+        """How long a partial tus upload lives after its last progress."""
+        return _seconds(getattr(settings, "TEMPSTORE_TUS_EXPIRY", 24 * 3600))
+
+    @property
+    def TUS_LOCK_TIMEOUT(self) -> timedelta:
+        """A tus upload's lock not renewed for this long is taken over."""
+        return _seconds(getattr(settings, "TEMPSTORE_TUS_LOCK_TIMEOUT", 60))
+
+    @property
+    def TUS_PERMISSION(self) -> str:
+        """Dotted path of ``permission(request, action, upload) -> bool`` for tus requests."""
+        return str(
+            getattr(
+                settings,
+                "TEMPSTORE_TUS_PERMISSION",
+                "django_tempstore.tus.permissions.owner_or_capability",
+            )
+        )
+
 
 conf = Settings()

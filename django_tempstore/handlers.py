@@ -147,7 +147,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             field_name, file_name, content_type, content_length, charset, content_type_extra
         )
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
-            self._reject(FileTooLarge.for_limit(self.max_file_size))
+            self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
         with self._database(None):
             upload = lifecycle.start(
@@ -182,7 +182,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         size = start + len(raw_data)
         upload = self.file.temp_upload
         if self.max_file_size is not None and size > self.max_file_size:
-            too_large = FileTooLarge.for_limit(self.max_file_size)
+            too_large = FileTooLarge.for_limit(self.max_file_size, self.file_name or "")
             self._abort(too_large, too_large.reason)
         if size > self._covered:
             try:

@@ -24,11 +24,20 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.functional import LazyObject, empty
 
-from . import quota, signals
+from . import process, quota, signals
 from .conf import conf
 from .exceptions import UploadClosed, UploadStateError
 from .models import State, TempUpload, TempUploadQuerySet, Transition, Transitions
-from .storage import current_umask, ensure_dir, link_atomic, new_name, open_temp, unlink
+from .storage import (
+    current_umask,
+    ensure_dir,
+    link_atomic,
+    new_name,
+    open_temp,
+    part_path,
+    unlink,
+    unlink_temp,
+)
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -57,9 +66,11 @@ def start(
     charset: str | None = "",
     field_name: str | None = "",
     request: HttpRequest | None = None,
+    **fields: Any,
 ) -> TempUpload:
     """Write the row of a new upload; the file is created after this."""
     upload = TempUpload(
+        **fields,
         name=new_name(),
         original_name=clean_text(original_name, 255),
         content_type=clean_text(content_type, 255),
@@ -68,6 +79,7 @@ def start(
         digest_algorithm=conf.DIGEST or "",
         host=clean_text(conf.HOSTNAME, 255),
         pid=os.getpid(),
+        process_start=process.identity(),
     )
     if request is not None:
         upload.request_path = clean_text(request.path, 2048)
@@ -119,6 +131,40 @@ def keep(upload: TempUpload, ttl: float | None = None) -> None:
 def extend(upload: TempUpload, expires_at: datetime) -> bool:
     """Move a complete or kept upload's expiry to ``expires_at``; False if it was closed."""
     return bool(_row(upload).transition(Transitions.EXTEND, expires_at=expires_at))
+
+
+#: The intent fields of a persist in progress, and their value when none is.
+NO_INTENT: dict[str, Any] = {"persist_dir": "", "persist_part": "", "persist_name": ""}
+
+
+def record_intent(upload: TempUpload, directory: Path, part: str, name: str, label: str) -> None:
+    """Record, committed before any byte is copied, where a persist is about to write.
+
+    The row moves to this process (host, pid, identity): if it dies mid-persist,
+    this host's sweep finishes the persist or removes what it wrote.
+    """
+    fields = {
+        "persist_dir": str(directory),
+        "persist_part": part,
+        "persist_name": name,
+        "persisted_storage": label,
+        "host": clean_text(conf.HOSTNAME, 255),
+        "pid": os.getpid(),
+        "process_start": process.identity(),
+        "updated_at": timezone.now(),
+    }
+    if not quota.pending_row(upload).update(**fields):
+        raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
+    for key, value in fields.items():
+        setattr(upload, key, value)
+
+
+def clear_intent(upload: TempUpload) -> None:
+    """Forget the intent of a persist that failed cleanly (nothing left at the target)."""
+    fields = {**NO_INTENT, "persisted_storage": ""}
+    quota.pending_row(upload).update(**fields)
+    for key, value in fields.items():
+        setattr(upload, key, value)
 
 
 def close(
@@ -263,7 +309,7 @@ def end(
     if upload.state not in outcome.transition.sources:
         return False
     undo = outcome.before_delete(upload) if outcome.before_delete is not None else None
-    unlink(upload.path)
+    unlink_temp(upload.name)
     if not close(upload, outcome.transition, reason, where=where, **(fields or {})):
         if undo is not None:
             undo()
@@ -338,9 +384,10 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     storage = _unwrap(default_storage if storage is None else storage)
     if upload.state not in Transitions.PERSIST.sources:
         raise UploadStateError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
+    label = storage_label(storage)
     try:
         if _plain_filesystem(storage):
-            final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
+            final = _persist_to_filesystem(upload, name, storage, label)  # type: ignore[arg-type]
         else:
             with open_temp(upload.name) as fh:
                 final = storage.save(name, File(fh, name=upload.original_name or name))
@@ -352,8 +399,13 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
             ) from exc
         raise
 
-    label = storage_label(storage)
-    if not close(upload, Transitions.PERSIST, persisted_name=final, persisted_storage=label):
+    if not close(
+        upload,
+        Transitions.PERSIST,
+        persisted_name=final,
+        persisted_storage=label,
+        **NO_INTENT,
+    ):
         # Someone closed the upload meanwhile (a sweep of an expired keep()).
         storage.delete(final)
         raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
@@ -364,14 +416,14 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
 
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-            unlink(upload.path)
+            unlink_temp(upload.name)
             # Only now: a rollback undoes the persist, and receivers must not
             # act on a file that is about to be deleted.
             _announce_persisted(upload, final, storage)
 
         transaction.on_commit(committed, using=alias)
     else:
-        unlink(upload.path)
+        unlink_temp(upload.name)
         _announce_persisted(upload, final, storage)
     return final
 
@@ -420,7 +472,9 @@ def _fit_name(name: str, location: str) -> str:
 _PERSIST_TRIES = 100
 
 
-def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
+def _persist_to_filesystem(
+    upload: TempUpload, name: str, storage: FileSystemStorage, label: str
+) -> str:
     name = _fit_name(storage.generate_filename(name), str(storage.location))
     for _ in range(_PERSIST_TRIES):
         name = storage.get_available_name(name)
@@ -431,11 +485,18 @@ def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemSto
             safe_makedirs(target.parent, storage.directory_permissions_mode, exist_ok=True)
         else:
             os.makedirs(target.parent, exist_ok=True)
+        final = name.replace("\\", "/")
+        part = part_path(target)
+        record_intent(upload, target.parent, part.name, final, label)
         try:
-            link_atomic(upload.path, target, mode=_file_mode(storage))
+            link_atomic(upload.path, target, mode=_file_mode(storage), part=part)
         except FileExistsError:
             continue  # Taken between get_available_name() and now: pick again.
-        return name.replace("\\", "/")
+        except BaseException:
+            clear_intent(upload)
+            raise
+        return final
+    clear_intent(upload)
     raise FileExistsError(f"No free name for {name!r} after {_PERSIST_TRIES} tries.")
 
 

@@ -155,6 +155,15 @@ class TempUpload(models.Model):
     )
     host = models.CharField(_("host"), max_length=255)
     pid = models.IntegerField(_("process id"))
+    process_start = models.CharField(
+        _("process identity"),
+        max_length=128,
+        blank=True,
+        help_text=_(
+            "Boot id, PID namespace and start time of the process: "
+            "tells a dead process from a new one with the same id."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(
         _("updated"),
@@ -165,6 +174,22 @@ class TempUpload(models.Model):
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
     persisted_name = models.TextField(_("persisted as"), blank=True)
     persisted_storage = models.CharField(_("persisted to"), max_length=255, blank=True)
+    persist_dir = models.TextField(
+        _("persisting into"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the target directory."),
+    )
+    persist_part = models.CharField(
+        _("persist part file"),
+        max_length=255,
+        blank=True,
+        help_text=_("Intent of a persist in progress: the part file's name in the directory."),
+    )
+    persist_name = models.TextField(
+        _("persisting as"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the final name, relative to the storage."),
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("user"),
@@ -174,6 +199,31 @@ class TempUpload(models.Model):
         related_name="+",
     )
     request_path = models.TextField(_("request path"), blank=True)
+    resumable = models.BooleanField(
+        _("resumable"),
+        default=False,
+        help_text=_("Received over the tus protocol, across many requests."),
+    )
+    upload_length = models.BigIntegerField(
+        _("upload length"),
+        null=True,
+        blank=True,
+        help_text=_("Length the client announced; empty while deferred."),
+    )
+    upload_metadata = models.JSONField(_("upload metadata"), default=dict, blank=True)
+    concat = models.CharField(
+        _("concatenation"),
+        max_length=16,
+        blank=True,
+        help_text=_('"partial" or "final" for a tus concatenation; empty otherwise.'),
+    )
+    lock_owner = models.CharField(
+        _("locked by"),
+        max_length=255,
+        blank=True,
+        help_text=_("host:pid:token of the request writing to this upload."),
+    )
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
 
     objects = TempUploadManager()
 

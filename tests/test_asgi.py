@@ -22,7 +22,7 @@ from django_tempstore.models import QuotaCounter, State, TempUpload
 from django_tempstore.storage import new_name
 from django_tempstore.sweep import sweep
 from django_tempstore.validators import FileValidation
-from tests.servers import multipart
+from tests.utils import multipart
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,8 +13,9 @@ from django.db import connection
 from django_tempstore import quota
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.quota_utils import content_type, multipart_one, post
+from tests.quota_utils import post
 from tests.servers import run_server, wait_until
+from tests.utils import content_type, multipart_one
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 

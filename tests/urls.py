@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accept/", views.accept),
+    path("metrics/", views.metrics),
     path("accept-async/", views.accept_async),
     path("txt-async/", views.txt_async),
     path("parse-then-wait/", views.parse_then_wait),
@@ -26,4 +27,6 @@ urlpatterns = [
     path("digest-field/", views.digest_field),
     path("promote/", views.promote),
     path("drf/", views.DRFUpload.as_view()),
+    path("files/", include("django_tempstore.tus.urls")),
+    path("claim/<str:upload_id>/", views.claim_tus),
 ]

@@ -193,3 +193,35 @@ async def accept_async(request: HttpRequest) -> JsonResponse:
 async def txt_async(request: HttpRequest) -> JsonResponse:
     """An async view with its own validators."""
     return JsonResponse(describe(request))
+
+
+def refusal_page(request: HttpRequest, refusal: Exception) -> HttpResponse:
+    """A project's page for refused uploads (``TEMPSTORE_REFUSAL_VIEW``)."""
+    return HttpResponse(f"<p class=refusal>{refusal}</p>", status=200)
+
+
+@csrf_exempt
+def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
+    """Claim a finished tus upload; ?action=persist|keep|discard (default: let the request end)."""
+    from django_tempstore.tus import claim
+    from django_tempstore.tus.uploads import ClaimError
+
+    try:
+        upload = claim(request, upload_id)
+    except ClaimError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    action = request.GET.get("action", "")
+    result: dict[str, object] = {"size": upload.size, "sha256": upload.sha256}
+    if action == "persist":
+        result["name"] = upload.persist("tus/" + (upload.name or "upload"))
+    elif action == "keep":
+        upload.keep()
+    elif action == "discard":
+        upload.discard()
+    return JsonResponse(result)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    from django_tempstore.metrics import metrics_view
+
+    return metrics_view(request)
