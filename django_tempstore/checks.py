@@ -1,4 +1,4 @@
-"""System checks: ``django_tempstore.E001`` .. ``E007`` and ``W001`` .. ``W005``."""
+"""System checks: ``django_tempstore.E001`` .. ``E007`` and ``W001`` .. ``W006``."""
 
 from __future__ import annotations
 
@@ -162,6 +162,32 @@ def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    database: dict[str, Any] = settings.DATABASES.get(conf.DATABASE, {})
+    if not str(database.get("ENGINE", "")).endswith("sqlite3"):
+        return []
+    options: dict[str, Any] = database.get("OPTIONS") or {}
+    immediate = str(options.get("transaction_mode", "")).upper() == "IMMEDIATE"
+    wal = "journal_mode=wal" in str(options.get("init_command", "")).lower().replace(" ", "")
+    if immediate:
+        return []
+    return [
+        Warning(
+            f"The SQLite database {conf.DATABASE!r} starts its transactions DEFERRED: "
+            "concurrent uploads fail with 'database is locked' (answered 503) instead "
+            "of waiting for each other.",
+            hint=(
+                'Add "transaction_mode": "IMMEDIATE" to its OPTIONS'
+                + ("" if wal else ', and "init_command": "PRAGMA journal_mode=WAL;" so that ')
+                + ("" if wal else "readers never wait for a writer")
+                + '; raise its "timeout" (seconds) above the longest write you expect.'
+            ),
+            id="django_tempstore.W006",
+        )
+    ]
 
 
 @register(Tags.compatibility)

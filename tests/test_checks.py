@@ -174,6 +174,30 @@ def test_w005_stale_after_below_two_heartbeats(settings):
     assert "20 seconds or more" in messages[0].hint
 
 
+SQLITE = "django.db.backends.sqlite3"
+
+
+def test_w006_sqlite_without_immediate_transactions(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES, "default", {"ENGINE": SQLITE, "NAME": "db.sqlite3"})
+    messages = checks.check_sqlite_locking()
+    assert ids(messages) == ["django_tempstore.W006"]
+    assert '"transaction_mode": "IMMEDIATE"' in messages[0].hint
+    assert "journal_mode=WAL" in messages[0].hint
+
+
+def test_w006_not_raised_with_immediate_transactions(settings, monkeypatch):
+    options = {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    database = {"ENGINE": SQLITE, "NAME": "db.sqlite3", "OPTIONS": options}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
+def test_w006_not_raised_for_postgresql(settings, monkeypatch):
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
 def test_w005_not_raised_at_two_heartbeats(settings):
     settings.TEMPSTORE_HEARTBEAT_INTERVAL = timedelta(seconds=10)
     settings.TEMPSTORE_STALE_AFTER = timedelta(seconds=20)
@@ -189,6 +213,7 @@ def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: 
         checks.check_middleware,
         checks.check_atomic_requests,
         checks.check_stale_after,
+        checks.check_sqlite_locking,
         checks.check_scanner,
         checks.check_digest,
     ):
@@ -209,6 +234,7 @@ def test_check_ids_are_unique_and_all_documented():
         "check_middleware",
         "check_atomic_requests",
         "check_stale_after",
+        "check_sqlite_locking",
         "check_scanner",
         "check_digest",
         "check_settings",
@@ -231,6 +257,7 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.W003",
         "django_tempstore.W004",
         "django_tempstore.W005",
+        "django_tempstore.W006",
     }
     reference = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
     for check_id in set(found):
