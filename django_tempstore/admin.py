@@ -12,7 +12,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -24,6 +23,7 @@ from django.utils.translation import ngettext
 from . import lifecycle, quota, sweep
 from .conf import conf
 from .models import PENDING_STATES, State, SweepRun, TempUpload, Transitions
+from .units import binary_size
 
 logger = logging.getLogger("django_tempstore")
 
@@ -82,21 +82,34 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "human_size",
         "state_label",
         "age",
-        "expires_at",
+        "expiry",
         "host",
         "user",
         "request_path",
     ]
+    readonly_fields = ["human_size", "human_reserved", "expiry"]
     list_filter = ["state", "host"]
     search_fields = ["original_name", "name", "^digest"]
     date_hierarchy = "created_at"
     list_select_related = ["user"]
     actions = ["delete_now", "extend_expiry", "sweep_now"]
     fieldsets = [
-        (None, {"fields": ["original_name", "state", "reason", "size", "reserved", "digest"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "original_name",
+                    "state",
+                    "reason",
+                    "human_size",
+                    "human_reserved",
+                    "digest",
+                ]
+            },
+        ),
         (
             _("Times"),
-            {"fields": ["created_at", "updated_at", "expires_at", "closed_at"]},
+            {"fields": ["created_at", "updated_at", "expiry", "closed_at"]},
         ),
         (
             _("Origin"),
@@ -150,7 +163,18 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("size"), ordering="size")
     def human_size(self, obj: TempUpload) -> str:
-        return filesizeformat(obj.size)
+        return binary_size(obj.size)
+
+    @admin.display(description=_("reserved"), ordering="reserved")
+    def human_reserved(self, obj: TempUpload) -> str:
+        return binary_size(obj.reserved)
+
+    @admin.display(description=_("expires at"), ordering="expires_at")
+    def expiry(self, obj: TempUpload) -> datetime | str:
+        # A terminal row never expires: TEMPSTORE_HISTORY removes it.
+        if obj.is_pending and obj.expires_at is not None:
+            return obj.expires_at
+        return "—"
 
     @admin.display(description=_("state"), ordering="pending_rank")
     def state_label(self, obj: TempUpload) -> str:
@@ -254,7 +278,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "Swept the temp store: deleted %(count)d temp files, %(size)s.",
                     report.total_files,
                 )
-                % {"count": report.total_files, "size": filesizeformat(report.total_bytes)},
+                % {"count": report.total_files, "size": binary_size(report.total_bytes)},
                 messages.SUCCESS,
             )
         return HttpResponseRedirect(self.changelist_url())
@@ -280,7 +304,8 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def run_sweep(self, request: HttpRequest, *, dry_run: bool) -> sweep.SweepReport | None:
         """Sweep; on failure, say so in a message (never a 500) and return None."""
         try:
-            return sweep.sweep(dry_run=dry_run, trigger="admin")
+            # A dry run only shows a page: a GET records nothing (but a failure).
+            return sweep.sweep(dry_run=dry_run, trigger="admin", record=not dry_run)
         except Exception as exc:
             # The sweep recorded the error on its SweepRun row before raising.
             logger.exception("django-tempstore's sweep from the admin failed")
@@ -301,7 +326,8 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        context = {**self.summary_context(), **(extra_context or {})}
+        # Django's "Select temp upload to change" promises edits a read-only list has not.
+        context = {"title": _("Temp uploads"), **self.summary_context(), **(extra_context or {})}
         if self.has_delete_permission(request):
             context["sweep_url"] = self.sweep_url()
         return super().changelist_view(request, extra_context=context)
@@ -365,7 +391,7 @@ class SweepRunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return "-"
         return ngettext(
             "%(count)d file, %(size)s", "%(count)d files, %(size)s", totals["files"]
-        ) % {"count": totals["files"], "size": filesizeformat(totals["bytes"])}
+        ) % {"count": totals["files"], "size": binary_size(totals["bytes"])}
 
     @admin.display(description=_("failed"), boolean=True)
     def failed(self, obj: SweepRun) -> bool:

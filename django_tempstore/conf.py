@@ -48,6 +48,17 @@ class Settings:
         return None if value is None else int(value)
 
     @property
+    def QUOTA_PER_KEY(self) -> int | None:
+        """Bytes each quota key (by default each logged-in user) may hold, or None."""
+        value = getattr(settings, "TEMPSTORE_QUOTA_PER_KEY", None)
+        return None if value is None else int(value)
+
+    @property
+    def QUOTA_KEY(self) -> Any:
+        """A callable ``(request) -> str | None`` or its dotted path: the request's quota key."""
+        return getattr(settings, "TEMPSTORE_QUOTA_KEY", "django_tempstore.quota.user_key")
+
+    @property
     def MIN_FREE_SPACE(self) -> int:
         return int(getattr(settings, "TEMPSTORE_MIN_FREE_SPACE", 0))
 
@@ -130,6 +141,12 @@ class Settings:
     def PROMOTE_RETRY_DELAY(self) -> float:
         """Seconds before the first retry of ``promote_upload``; doubled each time."""
         return _seconds(getattr(settings, "TEMPSTORE_PROMOTE_RETRY_DELAY", 10)).total_seconds()
+
+    @property
+    def REFUSAL_VIEW(self) -> str | None:
+        """Dotted path of a view ``(request, refusal) -> HttpResponse`` for non-JSON refusals."""
+        value = getattr(settings, "TEMPSTORE_REFUSAL_VIEW", None)
+        return None if value is None else str(value)
 
     @property
     def TUS_EXPIRY(self) -> timedelta:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import BadRequest
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+from .units import binary_size
 
 
 class UploadRejected(BadRequest):
@@ -46,12 +47,20 @@ class FileTooLarge(UploadRejected):
     message = _("The file is larger than this site accepts. Send a smaller file.")
 
     @classmethod
-    def for_limit(cls, limit: int) -> FileTooLarge:
-        """The refusal of a file larger than ``limit`` bytes, naming the limit."""
+    def for_limit(cls, limit: int, name: str = "") -> FileTooLarge:
+        """The refusal of a file larger than ``limit`` bytes, naming the limit and the file."""
+        values = {"name": name, "limit": binary_size(limit)}
+        if name:
+            message = gettext(
+                "%(name)s is larger than the %(limit)s this site accepts. Send a smaller file."
+            )
+        else:
+            message = gettext(
+                "The file is larger than the %(limit)s this site accepts. Send a smaller file."
+            )
         return cls(
-            gettext("The file is larger than the %(limit)s this site accepts. Send a smaller file.")
-            % {"limit": filesizeformat(limit)},
-            reason=f"the file is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
+            message % values,
+            reason=f"{name or 'the file'} is larger than TEMPSTORE_MAX_FILE_SIZE ({limit} bytes)",
         )
 
 

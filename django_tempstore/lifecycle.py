@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,11 +23,20 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.functional import LazyObject, empty
 
-from . import quota, signals
+from . import process, quota, signals
 from .conf import conf
 from .exceptions import UploadClosed, UploadStateError
 from .models import State, TempUpload, TempUploadQuerySet, Transition, Transitions
-from .storage import current_umask, ensure_dir, link_atomic, new_name, open_temp, unlink
+from .storage import (
+    current_umask,
+    ensure_dir,
+    link_atomic,
+    new_name,
+    open_temp,
+    part_path,
+    unlink,
+    unlink_temp,
+)
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -70,12 +78,14 @@ def start(
         digest_algorithm=conf.DIGEST or "",
         host=clean_text(conf.HOSTNAME, 255),
         pid=os.getpid(),
+        process_start=process.identity(),
     )
     if request is not None:
         upload.request_path = clean_text(request.path, 2048)
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "is_authenticated", False):
             upload.user_id = user.pk
+        upload.quota_key = quota.quota_key(request)
     upload.save(using=conf.DATABASE, force_insert=True)
     return upload
 
@@ -123,6 +133,40 @@ def extend(upload: TempUpload, expires_at: datetime) -> bool:
     return bool(_row(upload).transition(Transitions.EXTEND, expires_at=expires_at))
 
 
+#: The intent fields of a persist in progress, and their value when none is.
+NO_INTENT: dict[str, Any] = {"persist_dir": "", "persist_part": "", "persist_name": ""}
+
+
+def record_intent(upload: TempUpload, directory: Path, part: str, name: str, label: str) -> None:
+    """Record, committed before any byte is copied, where a persist is about to write.
+
+    The row moves to this process (host, pid, identity): if it dies mid-persist,
+    this host's sweep finishes the persist or removes what it wrote.
+    """
+    fields = {
+        "persist_dir": str(directory),
+        "persist_part": part,
+        "persist_name": name,
+        "persisted_storage": label,
+        "host": clean_text(conf.HOSTNAME, 255),
+        "pid": os.getpid(),
+        "process_start": process.identity(),
+        "updated_at": timezone.now(),
+    }
+    if not TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields):
+        raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
+    for key, value in fields.items():
+        setattr(upload, key, value)
+
+
+def clear_intent(upload: TempUpload) -> None:
+    """Forget the intent of a persist that failed cleanly (nothing left at the target)."""
+    fields = {**NO_INTENT, "persisted_storage": ""}
+    TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(upload, key, value)
+
+
 def close(
     upload: TempUpload,
     transition: Transition,
@@ -145,7 +189,7 @@ def close(
         **fields,
     }
     rows = _row(upload).filter(**(where or {}))
-    if not quota.settle(rows, upload, transition, values):
+    if not quota.ledger().settle(rows, upload, transition, values):
         return False
     upload.state = transition.target or upload.state
     for key, value in values.items():
@@ -162,31 +206,38 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     return those this call closed.
 
     A few statements per call, whatever the number of rows (the sweep closes
-    thousands): the UPDATE stamps the rows it closes with a random
-    ``closed_at`` marker, read back in the same transaction, so only rows this
-    call really closed are returned and their reservations released once.
+    thousands): the quota counters and then the still-pending rows are locked,
+    their ids and reservations read, and exactly those rows closed and their
+    reservations released, in one transaction.
     """
     if not uploads:
         return []
     transition = _CLOSE_TO[state]
     by_pk = {upload.pk: upload for upload in uploads}
     now = timezone.now()
-    marker = now.replace(microsecond=secrets.randbelow(1_000_000))
+    ledger = quota.ledger()
     rows = TempUpload.objects.using(conf.DATABASE).filter(pk__in=list(by_pk))
     with transaction.atomic(using=conf.DATABASE):
-        quota.lock_counter()
-        if not rows.transition(transition, reason=reason, updated_at=now, closed_at=marker):
+        ledger.lock({upload.quota_key for upload in uploads})
+        closing = list(
+            rows.in_sources(transition)
+            .select_for_update()
+            .values_list("pk", "reserved", "quota_key")
+        )
+        if not closing:
             return []
-        closed = list(rows.filter(state=state, closed_at=marker).values_list("pk", "reserved"))
-        held = sum(reserved for _, reserved in closed)
-        if held:
-            rows.filter(pk__in=[pk for pk, _ in closed]).update(reserved=0)
-            quota.release(held)
+        rows.filter(pk__in=[pk for pk, _, _ in closing]).transition(
+            transition, reason=reason, updated_at=now, closed_at=now, reserved=0
+        )
+        held: dict[str, int] = {}
+        for _, reserved, key in closing:
+            held[key] = held.get(key, 0) + reserved
+        ledger.release(held)
     result = []
-    for pk, _ in closed:
+    for pk, _, _ in closing:
         upload = by_pk[pk]
         upload.state, upload.reason, upload.reserved = state, reason, 0
-        upload.updated_at, upload.closed_at = now, marker
+        upload.updated_at, upload.closed_at = now, now
         result.append(upload)
     return result
 
@@ -265,7 +316,7 @@ def end(
     if upload.state not in outcome.transition.sources:
         return False
     undo = outcome.before_delete(upload) if outcome.before_delete is not None else None
-    unlink(upload.path)
+    unlink_temp(upload.name)
     if not close(upload, outcome.transition, reason, where=where, **(fields or {})):
         if undo is not None:
             undo()
@@ -340,9 +391,10 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     storage = _unwrap(default_storage if storage is None else storage)
     if upload.state not in Transitions.PERSIST.sources:
         raise UploadStateError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
+    label = storage_label(storage)
     try:
         if _plain_filesystem(storage):
-            final = _persist_to_filesystem(upload, name, storage)  # type: ignore[arg-type]
+            final = _persist_to_filesystem(upload, name, storage, label)  # type: ignore[arg-type]
         else:
             with open_temp(upload.name) as fh:
                 final = storage.save(name, File(fh, name=upload.original_name or name))
@@ -354,8 +406,13 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
             ) from exc
         raise
 
-    label = storage_label(storage)
-    if not close(upload, Transitions.PERSIST, persisted_name=final, persisted_storage=label):
+    if not close(
+        upload,
+        Transitions.PERSIST,
+        persisted_name=final,
+        persisted_storage=label,
+        **NO_INTENT,
+    ):
         # Someone closed the upload meanwhile (a sweep of an expired keep()).
         storage.delete(final)
         raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
@@ -366,14 +423,14 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
 
         def committed() -> None:
             upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-            unlink(upload.path)
+            unlink_temp(upload.name)
             # Only now: a rollback undoes the persist, and receivers must not
             # act on a file that is about to be deleted.
             _announce_persisted(upload, final, storage)
 
         transaction.on_commit(committed, using=alias)
     else:
-        unlink(upload.path)
+        unlink_temp(upload.name)
         _announce_persisted(upload, final, storage)
     return final
 
@@ -422,7 +479,9 @@ def _fit_name(name: str, location: str) -> str:
 _PERSIST_TRIES = 100
 
 
-def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemStorage) -> str:
+def _persist_to_filesystem(
+    upload: TempUpload, name: str, storage: FileSystemStorage, label: str
+) -> str:
     name = _fit_name(storage.generate_filename(name), str(storage.location))
     for _ in range(_PERSIST_TRIES):
         name = storage.get_available_name(name)
@@ -433,11 +492,18 @@ def _persist_to_filesystem(upload: TempUpload, name: str, storage: FileSystemSto
             safe_makedirs(target.parent, storage.directory_permissions_mode, exist_ok=True)
         else:
             os.makedirs(target.parent, exist_ok=True)
+        final = name.replace("\\", "/")
+        part = part_path(target)
+        record_intent(upload, target.parent, part.name, final, label)
         try:
-            link_atomic(upload.path, target, mode=_file_mode(storage))
+            link_atomic(upload.path, target, mode=_file_mode(storage), part=part)
         except FileExistsError:
             continue  # Taken between get_available_name() and now: pick again.
-        return name.replace("\\", "/")
+        except BaseException:
+            clear_intent(upload)
+            raise
+        return final
+    clear_intent(upload)
     raise FileExistsError(f"No free name for {name!r} after {_PERSIST_TRIES} tries.")
 
 

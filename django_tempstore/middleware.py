@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, get_resolver
+from django.utils.module_loading import import_string
 
 from .conf import conf
 from .exceptions import UploadRejected
+from .handlers import RequestScope
+
+logger = logging.getLogger("django_tempstore")
 
 
 def rejection_response(request: HttpRequest, exc: UploadRejected) -> HttpResponse:
-    """The answer to a refused upload: a short message, JSON if the client asks."""
+    """The answer to a refused upload: JSON if the client asks, else the project's
+    ``TEMPSTORE_REFUSAL_VIEW`` or a short message; the status is always the refusal's."""
+    logger.warning(
+        "Upload refused (%s %s) for %s %s: %s",
+        exc.status,
+        exc.code,
+        request.method,
+        request.path,
+        exc.reason,
+    )
+    _count_refusal(exc)
     response: HttpResponse
     if "json" in request.headers.get("Accept", ""):
         response = JsonResponse(
             {"error": exc.message, "code": exc.code, "status": exc.status}, status=exc.status
         )
+    elif conf.REFUSAL_VIEW:
+        # The body is consumed: the view gets the refusal, never request.POST.
+        response = import_string(conf.REFUSAL_VIEW)(request, exc)
+        response.status_code = exc.status
     else:
         response = HttpResponse(
             exc.message + "\n", content_type="text/plain; charset=utf-8", status=exc.status
@@ -57,21 +77,49 @@ class TempStoreMiddleware:
         try:
             await _parse_for_async_view(request)
         except UploadRejected as exc:
-            return rejection_response(request, exc)
+            return self._answer(request, rejection_response(request, exc))
         return self._answer(request, await self.get_response(request))
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         # A refusal raised where Django turns exceptions into a 400 (the CSRF
         # check, another middleware) was noted on the request by the handler.
-        exc = getattr(request, "_tempstore_rejection", None)
-        if exc is None or response.status_code == exc.status:
-            return response
-        return rejection_response(request, exc)
+        scope = RequestScope.find(request)
+        exc = scope.rejection if scope is not None else None
+        if exc is not None and response.status_code != exc.status:
+            response = rejection_response(request, exc)
+        # Closed with the response, after the last byte is sent (WSGI and ASGI).
+        response._resource_closers.append(  # type: ignore[attr-defined]
+            functools.partial(_close_scope, request)
+        )
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, UploadRejected):
             return rejection_response(request, exception)
         return None
+
+
+def _close_scope(request: HttpRequest) -> None:
+    scope = RequestScope.find(request)
+    if scope is not None:
+        scope.close()
+
+
+def _count_refusal(exc: UploadRejected) -> None:
+    try:
+        # Lazy: prometheus_client is an optional extra, metrics a higher layer.
+        from .metrics import count_refusal
+    except ImportError:
+        return
+    count_refusal(exc.status, exc.code)
+
+
+class RefusalLogFilter(logging.Filter):
+    """Drop ``django.request``'s traceback for a refusal: ``rejection_response`` logs one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, UploadRejected)
 
 
 async def _parse_for_async_view(request: HttpRequest) -> None:

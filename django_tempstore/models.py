@@ -95,6 +95,10 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
         """Rows whose temp file still exists on purpose."""
         return self.filter(state__in=PENDING_STATES)
 
+    def pending_row(self, pk: Any) -> TempUploadQuerySet:
+        """The row ``pk`` while it is pending: a conditional UPDATE on it fails once closed."""
+        return self.filter(pk=pk, state__in=PENDING_STATES)
+
     def terminal(self) -> TempUploadQuerySet:
         return self.filter(state__in=TERMINAL_STATES)
 
@@ -143,6 +147,12 @@ class TempUpload(models.Model):
         default=0,
         help_text=_("Bytes this upload holds against TEMPSTORE_QUOTA."),
     )
+    quota_key = models.CharField(
+        _("quota key"),
+        max_length=255,
+        blank=True,
+        help_text=_("The TEMPSTORE_QUOTA_PER_KEY scope this upload reserves in; empty for none."),
+    )
     digest_algorithm = models.CharField(_("digest algorithm"), max_length=32, blank=True)
     digest = models.CharField(_("digest"), max_length=128, blank=True)
     state = models.CharField(
@@ -155,6 +165,15 @@ class TempUpload(models.Model):
     )
     host = models.CharField(_("host"), max_length=255)
     pid = models.IntegerField(_("process id"))
+    process_start = models.CharField(
+        _("process identity"),
+        max_length=128,
+        blank=True,
+        help_text=_(
+            "Boot id, PID namespace and start time of the process: "
+            "tells a dead process from a new one with the same id."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(
         _("updated"),
@@ -165,6 +184,22 @@ class TempUpload(models.Model):
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
     persisted_name = models.TextField(_("persisted as"), blank=True)
     persisted_storage = models.CharField(_("persisted to"), max_length=255, blank=True)
+    persist_dir = models.TextField(
+        _("persisting into"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the target directory."),
+    )
+    persist_part = models.CharField(
+        _("persist part file"),
+        max_length=255,
+        blank=True,
+        help_text=_("Intent of a persist in progress: the part file's name in the directory."),
+    )
+    persist_name = models.TextField(
+        _("persisting as"),
+        blank=True,
+        help_text=_("Intent of a persist in progress: the final name, relative to the storage."),
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("user"),

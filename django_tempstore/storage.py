@@ -24,6 +24,7 @@ PART_PREFIX = ".tsu-"
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def new_name() -> str:
@@ -53,12 +54,47 @@ def unsafe_dir_reason(st: os.stat_result) -> str | None:
     return None
 
 
+def _refusal(path: Path, reason: str) -> UnsafeTempDir:
+    return UnsafeTempDir(
+        errno.EPERM,
+        f"TEMPSTORE_DIR {reason}; make it a directory of the user running Django, "
+        "mode 0700, or point TEMPSTORE_DIR elsewhere",
+        str(path),
+    )
+
+
+def open_dir(path: Path | None = None, *, private: bool = True) -> int:
+    """Open the temp directory as a descriptor that no later swap of its path can redirect.
+
+    Raise ``UnsafeTempDir`` if the path is a symlink (or, with ``private``, if
+    other users could write to it), the OSError of ``open()`` otherwise
+    (FileNotFoundError, NotADirectoryError). The caller closes the descriptor.
+    """
+    path = conf.DIR if path is None else path
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise _refusal(path, "is a symbolic link") from exc
+        raise
+    reason = unsafe_dir_reason(os.fstat(fd)) if private else None
+    if reason is not None:
+        os.close(fd)
+        raise _refusal(path, reason)
+    return fd
+
+
 def ensure_dir(path: Path | None = None) -> Path:
     """Create the temp directory (mode 0700) if it does not exist; refuse an unsafe one.
 
     Raise ``UnsafeTempDir`` if the path exists but is not a private directory.
     """
     path = conf.DIR if path is None else path
+    os.close(_ensure_dir_fd(path))
+    return path
+
+
+def _ensure_dir_fd(path: Path) -> int:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -67,22 +103,20 @@ def ensure_dir(path: Path | None = None) -> Path:
         os.makedirs(path.parent, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
-    reason = unsafe_dir_reason(os.lstat(path))
-    if reason is not None:
-        raise UnsafeTempDir(
-            errno.EPERM,
-            f"TEMPSTORE_DIR {reason}; make it a directory of the user running Django, "
-            "mode 0700, or point TEMPSTORE_DIR elsewhere",
-            str(path),
-        )
-    return path
+    try:
+        return open_dir(path)
+    except NotADirectoryError as exc:
+        raise _refusal(path, "is not a directory") from exc
 
 
 def create_temp(name: str) -> IO[bytes]:
     """Create ``name`` in the temp dir: exclusive, no symlink, mode 0600."""
-    directory = ensure_dir()
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
-    fd = os.open(directory / name, flags, 0o600)
+    dir_fd = _ensure_dir_fd(conf.DIR)
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     return os.fdopen(fd, "w+b", buffering=0)
 
 
@@ -90,8 +124,34 @@ def open_temp(name: str, mode: str = "rb") -> IO[Any]:
     """Open an existing temp file for reading, never through a symlink."""
     if not NAME_RE.match(name):
         raise ValueError(f"{name!r} is not a django-tempstore temp name.")
-    fd = os.open(conf.DIR / name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    dir_fd = open_dir(conf.DIR, private=False)
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     return os.fdopen(fd, mode)
+
+
+def unlink_temp(name: str) -> bool:
+    """Delete the temp file ``name`` through the temp dir's descriptor; False if gone.
+
+    Never through a symlinked TEMPSTORE_DIR (refused, logged); other errors logged.
+    """
+    try:
+        dir_fd = open_dir(conf.DIR, private=False)
+    except OSError:
+        logger.exception("django-tempstore could not open TEMPSTORE_DIR to delete %s", name)
+        return False
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        logger.exception("django-tempstore could not delete %s", conf.DIR / name)
+        return False
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 def unlink(path: Path | str) -> bool:
@@ -141,55 +201,60 @@ def current_umask() -> int:
     return mask
 
 
-def link_atomic(source: Path, target: Path, *, mode: int | None = None) -> None:
+def link_atomic(
+    source: Path, target: Path, *, mode: int | None = None, part: Path | None = None
+) -> None:
     """Make ``source``'s bytes appear at ``target`` all at once, never overwriting.
 
     Same filesystem: fsync, then a hard link. Across filesystems (EXDEV): copy to a hidden
     part file in the target directory, fsync, link it into place, fsync the
     directory. Raise FileExistsError if ``target`` exists; ``source`` stays.
+    The mode is set through a descriptor, before the name appears. ``part``
+    names the part file (default: a fresh ``part_path(target)``).
     """
+    src_fd = os.open(source, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     try:
+        if mode is not None:
+            # Hard link or copy, the mode is set on the inode the name will
+            # point to, through the descriptor: never through a path.
+            os.fchmod(src_fd, mode)
         # The upload path never fsyncs (that would cost on every upload): a
         # persisted file's data must be on disk before its name can be.
-        _fsync_file(source)
-        os.link(source, target, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-            raise
-        _copy_then_link(source, target)
-    else:
-        if mode is not None:
-            # The link shares the temp file's inode, which is 0600.
-            os.chmod(target, mode)
-        fsync_dir(target.parent)
-        return
-    if mode is not None:
-        os.chmod(target, mode)
+        os.fsync(src_fd)
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                raise
+            _copy_then_link(src_fd, target, 0o600 if mode is None else mode, part)
+    finally:
+        os.close(src_fd)
     fsync_dir(target.parent)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def part_path(target: Path) -> Path:
+    """A fresh hidden part-file path beside ``target``."""
+    return target.parent / f"{PART_PREFIX}{secrets.token_hex(16)}.part"
 
 
-def _copy_then_link(source: Path, target: Path) -> None:
-    part = target.parent / f"{PART_PREFIX}{secrets.token_hex(16)}.part"
+def _copy_then_link(src_fd: int, target: Path, mode: int, part: Path | None = None) -> None:
+    part = part_path(target) if part is None else part
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
-    with open(source, "rb", opener=_nofollow_opener) as src:
-        fd = os.open(part, flags, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as dst:
-                shutil.copyfileobj(src, dst, 1024 * 1024)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            unlink(part)
-            raise
+    fd = os.open(part, flags, 0o600)
+    try:
+        os.fchmod(fd, mode)
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        with (
+            os.fdopen(os.dup(src_fd), "rb") as src,
+            os.fdopen(fd, "wb", closefd=False) as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
+        unlink(part)
+        raise
+    os.close(fd)
     try:
         _place(part, target)
     finally:
@@ -208,10 +273,6 @@ def _place(part: Path, target: Path) -> None:
         if os.path.lexists(target):
             raise FileExistsError(errno.EEXIST, "File exists", str(target)) from exc
         os.rename(part, target)
-
-
-def _nofollow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | _NOFOLLOW | _CLOEXEC)
 
 
 def same_file(path: Path, st: os.stat_result) -> bool:

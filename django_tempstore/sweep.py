@@ -16,8 +16,10 @@ places at once:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import stat
 import traceback
 from collections.abc import Callable, Iterator
@@ -30,15 +32,15 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import lifecycle, quota, signals
+from . import lifecycle, process, quota, signals
 from .conf import conf
-from .models import PENDING_STATES, TERMINAL_STATES, State, SweepRun, TempUpload
-from .storage import NAME_RE
+from .models import PENDING_STATES, TERMINAL_STATES, State, SweepRun, TempUpload, Transitions
+from .storage import NAME_RE, PART_PREFIX, open_dir
 
 logger = logging.getLogger("django_tempstore")
 
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: A part file a persist names in its intent; nothing else is removed from a target directory.
+PART_RE = re.compile(r"\A" + re.escape(PART_PREFIX) + r"[0-9a-f]{32}\.part\Z")
 
 #: Rows read (and closed in one transaction) per query; names looked up per query.
 BATCH_SIZE = 500
@@ -77,6 +79,8 @@ class SweepReport:
     foreign_examples: list[str] = field(default_factory=list)
     #: Bytes the quota counter was off by (fixed unless ``dry_run``); None if not checked.
     quota_drift: int | None = None
+    #: Persists of dead processes this sweep finished (their target was complete).
+    recovered: int = 0
 
     def add(self, kind: str, nbytes: int = 0) -> None:
         self.counts[kind] += 1
@@ -113,6 +117,7 @@ class SweepReport:
             "foreign": self.foreign,
             "foreign_examples": list(self.foreign_examples),
             "quota_drift": self.quota_drift,
+            "recovered": self.recovered,
         }
 
     @classmethod
@@ -124,6 +129,7 @@ class SweepReport:
         report.foreign = int(data.get("foreign", 0))
         report.foreign_examples = list(data.get("foreign_examples", []))
         report.quota_drift = data.get("quota_drift")
+        report.recovered = int(data.get("recovered", 0))
         return report
 
     def summary(self) -> str:
@@ -143,6 +149,8 @@ class SweepReport:
         if self.quota_drift:
             fixed = "off by" if self.dry_run else "corrected by"
             text += f"; quota counter {fixed} {self.quota_drift} bytes"
+        if self.recovered:
+            text += f"; finished {self.recovered} persist(s) of dead processes"
         if self.foreign:
             text += f"; left {self.foreign} foreign entr{'ies' if self.foreign != 1 else 'y'}"
         return text + "."
@@ -164,37 +172,54 @@ def sweep(
     older_than: timedelta | None = None,
     trigger: str = "api",
     on_item: ItemCallback | None = None,
+    record: bool = True,
 ) -> SweepReport:
     """Remove expired, dead and orphaned temp files and rows; return what was done.
 
-    ``dry_run`` changes nothing and reports what would be removed. ``startup``
-    also removes this host's receiving and complete uploads whose process is
-    gone (run it when the server starts). ``older_than`` overrides
-    ``TEMPSTORE_STALE_AFTER`` and ``TEMPSTORE_ORPHAN_GRACE``. ``trigger`` is
-    recorded on the ``SweepRun`` row ("command", "celery", "startup", ...).
-    ``on_item(kind, name, nbytes)`` is called for each item removed.
+    ``dry_run`` changes nothing and reports what would be removed. Every sweep
+    removes this host's uploads whose process is gone (told apart from a new
+    process with the same id by its recorded identity) and finishes or undoes
+    their interrupted persists; ``startup`` also removes those of rows that
+    carry no identity, judged by the process id alone (run it when the server
+    starts). ``older_than`` overrides ``TEMPSTORE_STALE_AFTER`` and
+    ``TEMPSTORE_ORPHAN_GRACE``. ``trigger`` is recorded on the ``SweepRun`` row
+    ("command", "celery", "startup", ...). ``on_item(kind, name, nbytes)`` is
+    called for each item removed.
+
+    Raise ``storage.UnsafeTempDir`` (before touching anything) if
+    ``TEMPSTORE_DIR`` is a symlink.
 
     Every call records a ``SweepRun``; an error is recorded there, then raised.
+    With ``record=False`` (a dry run for a page view) only an error is recorded.
     """
     db = conf.DATABASE
-    run = SweepRun.objects.using(db).create(
-        host=conf.HOSTNAME[:255], trigger=trigger[:32], dry_run=dry_run
-    )
+    run = None
+    if record:
+        run = SweepRun.objects.using(db).create(
+            host=conf.HOSTNAME[:255], trigger=trigger[:32], dry_run=dry_run
+        )
     report = SweepReport(dry_run=dry_run)
     try:
         _Sweeper(report, dry_run=dry_run, older_than=older_than, on_item=on_item).run(
             startup=startup
         )
     except BaseException as exc:
-        SweepRun.objects.using(db).filter(pk=run.pk).update(
-            finished_at=timezone.now(),
-            report=report.as_dict(),
-            error="".join(traceback.format_exception_only(type(exc), exc)).strip()[:10000],
-        )
+        fields = {
+            "finished_at": timezone.now(),
+            "report": report.as_dict(),
+            "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()[:10000],
+        }
+        if run is None:
+            SweepRun.objects.using(db).create(
+                host=conf.HOSTNAME[:255], trigger=trigger[:32], dry_run=dry_run, **fields
+            )
+        else:
+            SweepRun.objects.using(db).filter(pk=run.pk).update(**fields)
         raise
-    SweepRun.objects.using(db).filter(pk=run.pk).update(
-        finished_at=timezone.now(), report=report.as_dict()
-    )
+    if run is not None:
+        SweepRun.objects.using(db).filter(pk=run.pk).update(
+            finished_at=timezone.now(), report=report.as_dict()
+        )
     return report
 
 
@@ -219,6 +244,23 @@ class _Sweeper:
         self.orphan_grace = conf.ORPHAN_GRACE if older_than is None else older_than
 
     def run(self, *, startup: bool) -> None:
+        try:
+            # Every file operation below is relative to this descriptor: a swap
+            # of TEMPSTORE_DIR for a symlink after this point reaches nothing.
+            self.dir_fd: int | None = open_dir(self.dir, private=False)
+        except FileNotFoundError:
+            self.dir_fd = None
+        try:
+            self.run_passes(startup=startup)
+        finally:
+            if self.dir_fd is not None:
+                os.close(self.dir_fd)
+
+    def run_passes(self, *, startup: bool) -> None:
+        # Process ids only mean something on their own host, even with a shared dir.
+        mine = TempUpload.objects.using(self.db).filter(host=self.host, state__in=PENDING_STATES)
+        self.recover_persists(mine.exclude(persist_name=""), startup=startup)
+
         pending = self.rows().filter(state__in=PENDING_STATES)
         # A resumable (tus) upload is receiving between requests: it ends by expiry only.
         expired = pending.filter(
@@ -232,19 +274,15 @@ class _Sweeper:
         )
         self.close_rows("stale", stale, "the upload's heartbeat stopped")
 
-        if startup:
-            # Process ids only mean something on their own host, even with a shared dir.
-            dead = (
-                TempUpload.objects.using(self.db)
-                .filter(host=self.host, state__in=(State.RECEIVING, State.COMPLETE))
-                .exclude(state=State.RECEIVING, resumable=True)
-            )
-            self.close_rows(
-                "dead",
-                dead,
-                "the process that received the upload died",
-                keep_if=lambda row: _pid_alive(row.pid),
-            )
+        self.close_rows(
+            "dead",
+            # A resumable (tus) upload outlives the process of each of its requests.
+            mine.filter(state__in=(State.RECEIVING, State.COMPLETE)).exclude(
+                state=State.RECEIVING, resumable=True
+            ),
+            "the process that received the upload died",
+            keep_if=lambda row: not self.process_gone(row, startup=startup),
+        )
 
         # A request may move its own complete file away (Django's file_move_safe)
         # before it closes the row: only judge rows that have been quiet a while.
@@ -255,7 +293,7 @@ class _Sweeper:
             "missing",
             missing,
             "the temp file vanished",
-            keep_if=lambda row: os.path.lexists(self.dir / row.name),
+            keep_if=lambda row: self.stat(row.name) is not None,
         )
 
         self.sweep_orphans()
@@ -266,6 +304,78 @@ class _Sweeper:
             self.report.quota_drift = quota.counter_value() - quota._pending_row_sum()
         else:
             self.report.quota_drift = quota.reconcile()
+
+    @staticmethod
+    def process_gone(row: TempUpload, *, startup: bool) -> bool:
+        gone = process.is_gone(row.pid, row.process_start)
+        if gone is None:
+            # No identity to compare (an old row, no /proc): the pid alone is
+            # trusted only at startup, when no older worker can still run.
+            return startup and not _pid_alive(row.pid)
+        return gone
+
+    def recover_persists(self, queryset: QuerySet[TempUpload], *, startup: bool) -> None:
+        """Finish or undo the persists that a dead process left half done.
+
+        The final name appears only once the copy is complete and synced, so a
+        target that matches the upload's size (and digest) is the upload: its
+        row becomes persisted. Anything else at the target is someone else's
+        file and stays; the part file always goes.
+        """
+        for batch in _batches(queryset):
+            for row in batch:
+                if not self.process_gone(row, startup=startup) or self.dry_run:
+                    continue
+                directory = Path(row.persist_dir)
+                target = directory / Path(row.persist_name).name
+                if PART_RE.match(row.persist_part):
+                    _unlink_quietly(directory / row.persist_part)
+                if self.target_matches(row, target):
+                    if lifecycle.close(
+                        row,
+                        Transitions.PERSIST,
+                        "the persist was finished by the sweep",
+                        persisted_name=row.persist_name,
+                        **lifecycle.NO_INTENT,
+                    ):
+                        self.delete_file(row.name)
+                        self.report.recovered += 1
+                        signals.upload_persisted.send_robust(
+                            sender=TempUpload, upload=row, name=row.persist_name, storage=None
+                        )
+                    continue
+                lifecycle.clear_intent(row)
+
+    def target_matches(self, row: TempUpload, target: Path) -> bool:
+        try:
+            st = os.lstat(target)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != row.size:
+            return False
+        mine = self.stat(row.name)
+        if mine is not None and (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino):
+            return True  # The hard link of a same-filesystem persist.
+        if not (row.digest and row.digest_algorithm in hashlib.algorithms_available):
+            return True  # Size is all there is to compare.
+        digest = hashlib.new(row.digest_algorithm)
+        try:
+            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                digest.update(chunk)
+        return digest.hexdigest() == row.digest
+
+    def stat(self, name: str) -> os.stat_result | None:
+        """``lstat`` of ``name`` in the temp dir, through its descriptor; None if absent."""
+        if self.dir_fd is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return None
 
     def rows(self) -> QuerySet[TempUpload]:
         rows = TempUpload.objects.using(self.db).all()
@@ -294,9 +404,7 @@ class _Sweeper:
                     self.report.add_foreign(row.name)
             if self.dry_run:
                 for row in ours:
-                    self.item(
-                        kind, row.name, 0 if kind == "missing" else _size(self.dir / row.name)
-                    )
+                    self.item(kind, row.name, 0 if kind == "missing" else self.size(row.name))
                 continue
             closed = self.close_batch(kind, ours, reason)
             # Every file goes before any receiver runs: a receiver (or on_item)
@@ -317,18 +425,23 @@ class _Sweeper:
                             exc_info=response,
                         )
 
+    def size(self, name: str) -> int:
+        st = self.stat(name)
+        return 0 if st is None else st.st_size
+
     def delete_file(self, name: str) -> int:
         """Delete the temp file ``name`` of a closed row; return its size (0 if gone)."""
-        path = self.dir / name
-        nbytes = _size(path)
+        nbytes = self.size(name)
+        if self.dir_fd is None:
+            return nbytes
         try:
             # Never through a symlink: unlink removes the link, not its target.
-            os.unlink(path)
+            os.unlink(name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             pass
         except OSError:
             # Its row is closed: the orphan pass retries once TEMPSTORE_ORPHAN_GRACE passes.
-            logger.exception("django-tempstore could not delete %s", path)
+            logger.exception("django-tempstore could not delete %s", self.dir / name)
         return nbytes
 
     def close_batch(
@@ -350,26 +463,20 @@ class _Sweeper:
 
     def sweep_orphans(self) -> None:
         """Delete files with no row, or a terminal row, older than the grace period."""
-        try:
-            # Everything below is relative to this descriptor: nothing outside the
-            # directory can be reached, even if its path is swapped meanwhile.
-            dir_fd = os.open(self.dir, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-        except FileNotFoundError:
+        if self.dir_fd is None:
             return
         cutoff = (self.now - self.orphan_grace).timestamp()
-        try:
-            with os.scandir(dir_fd) as entries:
-                batch: list[tuple[str, int]] = []
-                for entry in entries:
-                    candidate = self.orphan_candidate(entry, cutoff)
-                    if candidate is not None:
-                        batch.append(candidate)
-                        if len(batch) >= ORPHAN_BATCH_SIZE:
-                            self.delete_orphans(batch, dir_fd)
-                            batch = []
-                self.delete_orphans(batch, dir_fd)
-        finally:
-            os.close(dir_fd)
+        # scandir() of a descriptor reads the directory it was opened on.
+        with os.scandir(self.dir_fd) as entries:
+            batch: list[tuple[str, int]] = []
+            for entry in entries:
+                candidate = self.orphan_candidate(entry, cutoff)
+                if candidate is not None:
+                    batch.append(candidate)
+                    if len(batch) >= ORPHAN_BATCH_SIZE:
+                        self.delete_orphans(batch, self.dir_fd)
+                        batch = []
+            self.delete_orphans(batch, self.dir_fd)
 
     def orphan_candidate(self, entry: os.DirEntry[str], cutoff: float) -> tuple[str, int] | None:
         name = entry.name
@@ -451,11 +558,13 @@ def _batches(queryset: QuerySet[TempUpload]) -> Iterator[list[TempUpload]]:
         yield batch
 
 
-def _size(path: Path) -> int:
+def _unlink_quietly(path: Path) -> None:
     try:
-        return os.lstat(path).st_size
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
     except OSError:
-        return 0
+        logger.exception("django-tempstore could not delete %s", path)
 
 
 def _pid_alive(pid: int) -> bool:

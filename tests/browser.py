@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.servers import ROOT, Server, run_server
+from tests.utils import require_marker
 
 CHROMIUM = os.environ.get("TEMPSTORE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,6 +58,7 @@ def example_site(log_dir: Path) -> Iterator[Server]:
 
 @contextmanager
 def chromium() -> Iterator[object]:
+    require_marker("browser", "Chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

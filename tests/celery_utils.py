@@ -27,6 +27,7 @@ from typing import Any
 from celery import Celery, current_app
 
 from tests.servers import ROOT, child_env, stop_process, wait_ready
+from tests.utils import require_marker
 
 BROKER = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 APP = "tests.celery_app"
@@ -64,6 +65,7 @@ class CeleryEnv:
         )
 
     def _start(self, kind: str, args: list[str], env: dict[str, str]) -> Process:
+        require_marker("celery", f"a Celery {kind}")
         log = self.log_dir / f"celery-{kind}-{uuid.uuid4().hex[:6]}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(

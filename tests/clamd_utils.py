@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import free_port, stop_process, wait_ready
+from tests.utils import require_marker
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 #: The "virus": any file with exactly these bytes is infected for our clamd.
@@ -33,9 +34,19 @@ class Clamd:
         return f"tcp://127.0.0.1:{self.tcp_port}"
 
 
+def missing_clamd() -> str | None:
+    """Why clamd cannot run here, or None."""
+    if os.path.exists(CLAMD):
+        return None
+    return f"clamd is not installed at {CLAMD} (Debian: apt-get install clamav-daemon)"
+
+
 @contextlib.contextmanager
 def run_clamd(directory: Path) -> Iterator[Clamd]:
     """Start clamd in the foreground with a hash signature of ``EICAR_LIKE``."""
+    require_marker("clamd", "clamd")
+    if reason := missing_clamd():
+        pytest.skip(reason)
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(EICAR_LIKE).hexdigest()
     (directory / "tempstore.hsb").write_text(f"{digest}:{len(EICAR_LIKE)}:{SIGNATURE}\n")
@@ -65,7 +76,7 @@ def run_clamd(directory: Path) -> Iterator[Clamd]:
 
 def clamd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
     """Body of a ``clamd`` fixture: ``yield from clamd_daemon(tmp_path_factory)``."""
-    if not os.path.exists(CLAMD):
-        pytest.skip("clamd is not installed (Debian: apt-get install clamav-daemon)")
+    if reason := missing_clamd():
+        pytest.skip(reason)
     with run_clamd(tmp_path_factory.mktemp("clamd")) as daemon:
         yield daemon

@@ -6,6 +6,7 @@ rows and files it leaves behind.
 
 from example.settings import *  # noqa: F403
 
-from tests.settings import DATABASES, MEDIA_ROOT, TEMPSTORE_DIR  # noqa: F401
+# PASSWORD_HASHERS: users the test makes (MD5, for speed) must log in to the site.
+from tests.settings import DATABASES, MEDIA_ROOT, PASSWORD_HASHERS, TEMPSTORE_DIR  # noqa: F401
 
 DEBUG = True  # The example serves its static files and media only with DEBUG.

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils import require_marker
+
 
 @dataclass
 class Answer:
@@ -97,22 +99,6 @@ def parse_answer(data: bytes, sent: int) -> Answer:
     return Answer(status, headers, payload, sent)
 
 
-def multipart_head(boundary: str, filename: str, field_name: str = "file") -> bytes:
-    return (
-        f"--{boundary}\r\nContent-Disposition: form-data; "
-        f'name="{field_name}"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-
-
-def multipart_one(filename: str, content: bytes, boundary: str = "b0undary7f3a") -> bytes:
-    return multipart_head(boundary, filename) + content + f"\r\n--{boundary}--\r\n".encode()
-
-
-def content_type(boundary: str = "b0undary7f3a") -> str:
-    return f"multipart/form-data; boundary={boundary}"
-
-
 def disk_bytes(directory: Path) -> int | None:
     """Bytes of the files in ``directory`` at one instant, or None if unsure.
 
@@ -142,6 +128,7 @@ def disk_bytes(directory: Path) -> int | None:
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str = "2m"):
     """Mount a tmpfs of ``size`` at ``path``; skip the test if that is not allowed."""
+    require_marker("root", "a tmpfs mount")
     path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],

@@ -21,6 +21,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from tests.utils import require_marker
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -125,6 +127,7 @@ def run_server(
     kind: str, log_dir: Path, *, args: tuple[str, ...] = (), **env: str
 ) -> Iterator[Server]:
     """Run gunicorn (WSGI, sync workers) or uvicorn (ASGI) on a free loopback port."""
+    require_marker("server", kind)
     port = free_port()
     if kind == "gunicorn":
         cmd = [
@@ -151,38 +154,6 @@ def run_server(
         yield server
     finally:
         stop_process(proc)
-
-
-def multipart(
-    files: dict[str, tuple[str, bytes]], fields: dict[str, str] | None = None
-) -> tuple[bytes, str]:
-    """Encode ``files`` (field -> (filename, content)) as multipart/form-data."""
-    boundary = uuid.uuid4().hex
-    parts: list[bytes] = []
-    for name, value in (fields or {}).items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode()
-            + b"\r\n"
-        )
-    for name, (filename, content) in files.items():
-        parts.append(
-            f"--{boundary}\r\nContent-Disposition: form-data; "
-            f'name="{name}"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n".encode()
-            + content
-            + b"\r\n"
-        )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def request_head(path: str, content_type: str, length: int, port: int) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
 
 
 def wait_until(predicate, timeout: float = 20, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]

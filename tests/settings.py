@@ -79,6 +79,12 @@ TEMPSTORE_DIR = Path(os.environ.get("TEMPSTORE_DIR") or WORKDIR / "tempstore")
 MEDIA_ROOT = Path(os.environ.get("TEMPSTORE_MEDIA_ROOT") or WORKDIR / "media")
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# PBKDF2 takes ~0.3s per user (admin_client makes one per test): tests need no strength.
+# PBKDF2 stays second, to check passwords that the example project's processes hash.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -103,7 +104,7 @@ def test_changelist_shows_the_last_real_sweep(admin_client):
     html = admin_client.get(CHANGELIST).content.decode()
 
     assert "beat, web-1" in html
-    assert "Removed 3 files, 3.0\xa0KB." in html
+    assert "Removed 3 files, 3\xa0KiB." in html
 
 
 def test_filters_by_state_and_host_and_searches_digest(client, admin_client):
@@ -146,17 +147,13 @@ def test_django_delete_selected_is_replaced_by_delete_now(admin_client):
     assert "extend_expiry" in names
 
 
-def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings):
+def test_delete_now_removes_file_row_and_reservation(client, admin_client, settings, signal_spy):
     settings.TEMPSTORE_QUOTA = 10 * 1024 * 1024
     kept = kept_upload(client)
     closed = closed_upload(client)
     assert kept.path.exists()
-    discarded = []
-    signals.upload_discarded.connect(lambda upload, **kw: discarded.append(upload.pk), weak=False)
-    try:
-        response = run_action(admin_client, "delete_now", kept, closed)
-    finally:
-        signals.upload_discarded.receivers.clear()
+    discarded = signal_spy(signals.upload_discarded)
+    response = run_action(admin_client, "delete_now", kept, closed)
 
     assert messages_of(response) == ["Deleted 2 temp uploads and their files."]
     assert not kept.path.exists()
@@ -248,7 +245,15 @@ def test_sweep_page_shows_the_dry_run_and_deletes_nothing(client, admin_client):
     assert b'value="Yes, sweep now"' in response.content
     assert expired.path.exists()
     assert TempUpload.objects.get(pk=expired.pk).state == State.KEPT
-    assert SweepRun.objects.get().dry_run
+
+
+def test_sweep_confirmation_page_records_no_sweep_run(client, admin_client):
+    expired_upload(client)
+
+    assert admin_client.get(SWEEP).status_code == 200
+    assert admin_client.post(CHANGELIST + "sweep/").status_code == 200  # No post=yes: dry.
+
+    assert not SweepRun.objects.exists()
 
 
 def test_confirmed_sweep_deletes_expired_uploads_only(client, admin_client):
@@ -305,3 +310,33 @@ def test_a_failing_sweep_is_reported_not_a_500(admin_client, settings, tmp_path)
         [message] = messages_of(response)
         assert message.startswith("The sweep failed: ")
     assert SweepRun.objects.exclude(error="").count() == 2
+
+
+def test_changelist_title_does_not_offer_to_change_rows(admin_client):
+    response = admin_client.get(CHANGELIST)
+
+    assert b"Select temp upload to change" not in response.content
+    assert b"<h1>Temp uploads</h1>" in response.content
+
+
+def test_detail_page_shows_sizes_in_binary_units(client, admin_client):
+    kept = kept_upload(client, "six.bin", size=6291634)
+
+    response = admin_client.get(f"{CHANGELIST}{kept.pk}/change/")
+
+    html = response.content.decode()
+    assert "6.0\xa0MiB" in html
+    assert "6291634" not in html
+
+
+def test_terminal_rows_show_no_expiry(client, admin_client):
+    closed = closed_upload(client, "closed.bin")
+    assert closed.expires_at is not None
+
+    detail = admin_client.get(f"{CHANGELIST}{closed.pk}/change/").content.decode()
+    listing = admin_client.get(CHANGELIST)
+
+    assert 'class="field-expiry">—<' in listing.content.decode()
+    shown = re.search(r'field-expiry.*?class="readonly">(.*?)</div>', detail, re.DOTALL)
+    assert shown is not None
+    assert shown.group(1).strip() == "—"

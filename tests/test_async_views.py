@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.servers import multipart, request_head, run_server, wait_until
+from tests.servers import run_server, wait_until
+from tests.utils import multipart, raw_post
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-
-
-def post(server, path: str, body: bytes, content_type: str) -> tuple[bytes, bytes]:
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(request_head(path, content_type, len(body), server.port) + body)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    head, _, payload = response.partition(b"\r\n\r\n")
-    return head, payload
 
 
 def test_async_view_reads_the_files_under_uvicorn(uvicorn, tempstore_dirs, assert_clean):
     body, content_type = multipart({"file": ("a.bin", b"x" * 100_000)})
 
-    head, payload = post(uvicorn, "/accept-async/", body, content_type)
+    head, payload = raw_post(uvicorn.port, "/accept-async/", body, content_type)
 
     assert head.startswith(b"HTTP/1.1 200"), head + payload[:2000]
     assert json.loads(payload)["file"][0]["size"] == 100_000
@@ -48,7 +38,7 @@ def test_async_view_upload_refused_while_parsing_answers_415(
     with run_server(
         "uvicorn", tmp_path, TEMPSTORE_TEST_SETTINGS=json.dumps({"TEMPSTORE_VALIDATORS": [rules]})
     ) as uvicorn:
-        head, payload = post(uvicorn, "/accept-async/", body, content_type)
+        head, payload = raw_post(uvicorn.port, "/accept-async/", body, content_type)
 
     assert head.startswith(b"HTTP/1.1 415"), head + payload[:2000]
     assert b".txt" in payload
@@ -57,8 +47,10 @@ def test_async_view_upload_refused_while_parsing_answers_415(
 
 
 def test_decorated_async_view_validates_and_answers(uvicorn, tempstore_dirs, assert_clean):
-    refused, _ = post(uvicorn, "/txt-async/", *multipart({"file": ("a.exe", b"x" * 1000)}))
-    accepted, payload = post(uvicorn, "/txt-async/", *multipart({"file": ("a.txt", b"y" * 1000)}))
+    refused, _ = raw_post(uvicorn.port, "/txt-async/", *multipart({"file": ("a.exe", b"x" * 1000)}))
+    accepted, payload = raw_post(
+        uvicorn.port, "/txt-async/", *multipart({"file": ("a.txt", b"y" * 1000)})
+    )
 
     assert refused.startswith(b"HTTP/1.1 415"), refused
     assert accepted.startswith(b"HTTP/1.1 200"), accepted + payload[:2000]

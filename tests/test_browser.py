@@ -14,6 +14,7 @@ from django_tempstore.models import State, TempUpload
 from tests.browser import chromium, example_site, missing_browser, screenshot
 from tests.conftest import temp_files
 from tests.servers import wait_until
+from tests.utils import starts
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,6 +28,7 @@ GIF = b"GIF89a"
 
 
 @pytest.fixture(scope="module")
+@starts("browser")
 def browser():
     # Playwright's sync API keeps an asyncio loop running in this thread, which
     # Django mistakes for an async context. The ORM calls of these tests are
@@ -44,6 +46,7 @@ def browser():
 
 
 @pytest.fixture
+@starts("server")
 def site(browser, transactional_db, tmp_path: Path):
     with example_site(tmp_path) as server:
         yield server
@@ -115,11 +118,13 @@ def test_refused_upload_says_why_and_leaves_nothing(
     browser, site, page, tmp_path, settings, tempstore_dirs
 ):
     page.goto(site.url("/"))
+    assert not page.locator("#upload-progress").is_visible()  # hidden until an upload starts
+    assert "up to 8\xa0MiB each" in page.inner_text(".help")
     page.set_input_files(
         "#id_files",
         [
             file_of(tmp_path, "notes.txt", b"just text\n" * 100),
-            file_of(tmp_path, "huge.png", PNG + b"\0" * (9 * 1024 * 1024)),
+            file_of(tmp_path, "small.png", PNG + b"\0" * 1000),
         ],
     )
     page.click("#upload-button")
@@ -128,7 +133,6 @@ def test_refused_upload_says_why_and_leaves_nothing(
     errors = page.locator("#upload-errors li").all_inner_texts()
     assert errors == [
         "“notes.txt” is not an image: only PNG, JPEG, GIF and WebP files are accepted.",
-        "“huge.png” is 9.0\xa0MB; the limit is 8.0\xa0MB per image.",
     ]
     screenshot(page, "upload-refused")
     assert wait_until(lambda: no_pending_left(tempstore_dirs))
@@ -143,6 +147,41 @@ def test_refused_upload_says_why_and_leaves_nothing(
         no_js.click("#upload-button")
     assert no_js.locator("#upload-errors li").all_inner_texts() == [errors[0]]
     no_js.context.close()
+    assert wait_until(lambda: no_pending_left(tempstore_dirs))
+
+
+TOO_LARGE = "huge.png is larger than the 8\xa0MiB this site accepts. Send a smaller file."
+
+
+def test_progress_bar_is_reset_after_a_refusal(site, page, tmp_path, tempstore_dirs):
+    page.goto(site.url("/"))
+    page.set_input_files("#id_files", file_of(tmp_path, "huge.png", PNG + b"\0" * (9 * 1024**2)))
+    page.click("#upload-button")
+    page.wait_for_selector("#upload-errors li")
+
+    assert page.locator("#upload-errors li").all_inner_texts() == [TOO_LARGE]
+    assert not page.locator("#upload-progress").is_visible()
+    assert page.get_attribute("#progress-bar", "value") == "0"
+    assert page.inner_text("#progress-text") == "0 %"
+    screenshot(page, "upload-413-progress-reset")
+    assert wait_until(lambda: no_pending_left(tempstore_dirs))
+    assert list(TempUpload.objects.values_list("state", flat=True)) == [State.FAILED]
+
+
+def test_without_javascript_a_413_re_renders_the_form_with_the_refusal(
+    browser, site, tmp_path, tempstore_dirs
+):
+    page = browser.new_context(java_script_enabled=False).new_page()
+    page.goto(site.url("/"))
+    page.set_input_files("#id_files", file_of(tmp_path, "huge.png", PNG + b"\0" * (9 * 1024**2)))
+    with page.expect_navigation() as navigation:
+        page.click("#upload-button")
+
+    assert navigation.value.status == 413
+    assert page.locator("#upload-errors li").all_inner_texts() == [TOO_LARGE]
+    assert page.locator("#upload-form #id_files").is_visible()  # the form, not a line of text
+    screenshot(page, "upload-413-no-js")
+    page.context.close()
     assert wait_until(lambda: no_pending_left(tempstore_dirs))
 
 
@@ -184,7 +223,7 @@ def test_admin_shows_kept_upload_and_usage_bar_and_sweeps(site, page, client, ad
     page.wait_for_selector("ul.messagelist")
 
     assert page.inner_text("ul.messagelist") == (
-        "Swept the temp store: deleted 1 temp file, 195.3\xa0KB."
+        "Swept the temp store: deleted 1 temp file, 195.3\xa0KiB."
     )
     assert not expired.path.exists()
     assert kept.path.exists()

@@ -9,12 +9,13 @@ from django_tempstore.tasks import TASK_NAME, beat_schedule, host_queue
 from tests.celery_utils import celery_env
 from tests.servers import wait_until
 from tests.sweep_utils import dead_pid, make_upload
-from tests.test_lifecycle import upload
+from tests.utils import starts, upload
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
+@starts("celery")
 def celery(tmp_path):
     with celery_env(tmp_path) as env:
         yield env
@@ -23,7 +24,7 @@ def celery(tmp_path):
 def test_kept_upload_disappears_without_a_manual_call(client, celery, settings):
     schedule = {"sweep": {"task": TASK_NAME, "schedule": 0.3}}
     with celery.worker(), celery.beat(schedule):
-        response = client.post("/keep/?ttl=1", {"file": upload()})
+        response = client.post("/keep/?ttl=1", {"file": upload(size=300_000)})
         row = TempUpload.objects.get(pk=response.json()["id"])
         assert row.state == State.KEPT
         assert row.path.exists()

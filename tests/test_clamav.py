@@ -7,7 +7,6 @@ import os
 import stat
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from django_tempstore import signals
 from django_tempstore.models import State, TempUpload
@@ -19,6 +18,7 @@ from django_tempstore.scanners import (
     scan,
 )
 from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon
+from tests.utils import starts, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,25 +26,15 @@ CLEAN = os.urandom(3 * 1024 * 1024 + 17)  # Several INSTREAM chunks.
 FOUND = SIGNATURE + ".UNOFFICIAL"
 
 
-def upload(name: str, content: bytes) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, content, content_type="application/octet-stream")
-
-
 @pytest.fixture(scope="module")
+@starts("clamd")
 def clamd(tmp_path_factory):
     yield from clamd_daemon(tmp_path_factory)
 
 
 @pytest.fixture
-def quarantines():
-    seen = []
-
-    def spy(sender, upload, reason, signature, **kwargs):
-        seen.append((upload.pk, reason, signature))
-
-    signals.upload_quarantined.connect(spy)
-    yield seen
-    signals.upload_quarantined.disconnect(spy)
+def quarantines(signal_spy):
+    return signal_spy(signals.upload_quarantined, "reason", "signature")
 
 
 def kept(client, content: bytes) -> TempUpload:

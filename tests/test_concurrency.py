@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.servers import multipart, request_head, run_server, wait_until
+from tests.servers import run_server, wait_until
+from tests.utils import multipart, raw_post, starts
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
@@ -20,6 +20,7 @@ UPLOADS = 100
 
 
 @pytest.fixture
+@starts("server")
 def busy_gunicorn(transactional_db, tmp_path: Path):
     args = ("--workers", "2", "--worker-class", "gthread", "--threads", "8")
     with run_server("gunicorn", tmp_path, args=args) as server:
@@ -27,13 +28,7 @@ def busy_gunicorn(transactional_db, tmp_path: Path):
 
 
 def post(port: int, path: str, filename: str, content: bytes) -> tuple[bytes, dict]:
-    body, content_type = multipart({"file": (filename, content)})
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(request_head(path, content_type, len(body), port) + body)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    head, _, payload = response.partition(b"\r\n\r\n")
+    head, payload = raw_post(port, path, *multipart({"file": (filename, content)}), timeout=60)
     return head, json.loads(payload) if head.startswith(b"HTTP/1.1 200") else {}
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.servers import multipart, request_head, wait_until
+from tests.servers import wait_until
+from tests.utils import multipart, request_head
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 

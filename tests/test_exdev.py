@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from django_tempstore import storage
 from django_tempstore.models import State, TempUpload
+from tests import utils
+from tests.utils import require_marker, starts
 
 pytestmark = [pytest.mark.root, pytest.mark.django_db(transaction=True)]
 
@@ -19,8 +21,10 @@ PAYLOAD = os.urandom(300_000)
 
 
 @pytest.fixture
+@starts("root")
 def tmpfs_tempstore(settings, tmp_path: Path):
     """Mount a 64 MiB tmpfs as TEMPSTORE_DIR's parent; unmount afterwards."""
+    require_marker("root", "a tmpfs mount")
     mountpoint = tmp_path / "tmpfs"
     mountpoint.mkdir()
     result = subprocess.run(
@@ -46,8 +50,7 @@ def part_files(root: Path) -> list[Path]:
     return sorted(root.rglob(f"{storage.PART_PREFIX}*"))
 
 
-def upload(name: str = "report.bin") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, PAYLOAD, content_type="application/octet-stream")
+upload = partial(utils.upload, "report.bin", PAYLOAD)
 
 
 def test_persist_across_filesystems_copies_with_the_storage_mode(

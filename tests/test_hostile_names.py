@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from django_tempstore.handlers import TempStoreUploadHandler
 from django_tempstore.models import State, TempUpload
 from django_tempstore.storage import NAME_RE
+from tests import utils
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,24 +34,7 @@ HOSTILE = {
 }
 
 
-def multipart_raw(filename: bytes, **headers: bytes) -> tuple[bytes, str]:
-    """One file part whose filename (and other headers) are sent byte for byte."""
-    boundary = uuid.uuid4().hex
-    name = headers.get("field", b"file")
-    content_type = headers.get("content_type", b"application/octet-stream")
-    body = (
-        f"--{boundary}\r\n".encode()
-        + b'Content-Disposition: form-data; name="'
-        + name
-        + b'"; filename="'
-        + filename
-        + b'"\r\nContent-Type: '
-        + content_type
-        + b"\r\n\r\n"
-        + CONTENT
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
+multipart_raw = partial(utils.multipart_raw, content=CONTENT)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -96,7 +80,7 @@ def test_rtl_override_is_stripped_from_the_stored_name(client):
 
 def test_nul_in_field_name_and_content_type_is_stored_as_clean_text(client, assert_clean):
     body, content_type = multipart_raw(
-        b"a\x00b.txt", field=b"fi\x00le", content_type=b"text/pl\x00ain"
+        b"a\x00b.txt", field=b"fi\x00le", part_type=b"text/pl\x00ain"
     )
 
     response = client.generic("POST", "/accept/", body, content_type=content_type)

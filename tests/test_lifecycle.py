@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from functools import partial
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -13,15 +14,16 @@ from django.test import override_settings
 
 from django_tempstore import signals
 from django_tempstore.models import State, TempUpload
+from tests import utils
 from tests.models import Document
+from tests.utils import connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAYLOAD = os.urandom(300_000)
 
 
-def upload(name: str = "data.bin", content: bytes = PAYLOAD) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, content, content_type="application/octet-stream")
+upload = partial(utils.upload, content=PAYLOAD)
 
 
 def test_unused_upload_is_discarded_at_request_end(client, assert_clean):
@@ -47,11 +49,8 @@ def test_file_is_0600_in_a_0700_dir_while_the_view_runs(client, tempstore_dirs):
         seen["file"] = stat.S_IMODE(os.stat(upload.path).st_mode)
         seen["dir"] = stat.S_IMODE(os.stat(tempstore_dirs).st_mode)
 
-    signals.upload_received.connect(spy)
-    try:
+    with connected(signals.upload_received, spy):
         client.post("/accept/", {"file": upload()})
-    finally:
-        signals.upload_received.disconnect(spy)
     assert seen == {"file": 0o600, "dir": 0o700}
 
 
@@ -79,7 +78,7 @@ def test_persist_moves_the_file_and_closes_the_row(client, settings, assert_clea
 
 def test_persist_never_overwrites(client, settings, assert_clean):
     first = client.post("/persist/", {"file": upload("same.bin")}).json()["name"]
-    second = client.post("/persist/", {"file": upload("same.bin", b"other")}).json()["name"]
+    second = client.post("/persist/", {"file": upload("same.bin", content=b"other")}).json()["name"]
 
     assert first != second
     assert (settings.MEDIA_ROOT / first).read_bytes() == PAYLOAD
@@ -119,7 +118,7 @@ def test_default_storage_save_marks_the_row_persisted(client, settings, assert_c
 
 
 def test_model_form_success_persists(client, settings, assert_clean):
-    response = client.post("/model-form/", {"file": upload("notes.txt", b"hello")})
+    response = client.post("/model-form/", {"file": upload("notes.txt", content=b"hello")})
 
     assert response.status_code == 200
     assert (settings.MEDIA_ROOT / response.json()["name"]).read_bytes() == b"hello"
@@ -197,7 +196,7 @@ def test_works_after_memory_handler(client, settings, assert_clean):
         "django_tempstore.handlers.TempStoreUploadHandler",
     ]
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
-    small = client.post("/accept/", {"small": upload("s", b"x" * 10)})
+    small = client.post("/accept/", {"small": upload("s", content=b"x" * 10)})
     big = client.post("/accept/", {"big": upload()})
 
     assert small.status_code == 200  # in memory: describe() has no temp path to give

@@ -11,6 +11,7 @@ from django_tempstore.models import State, TempUpload
 from tests.celery_utils import celery_env
 from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon, run_clamd
 from tests.servers import wait_until
+from tests.utils import starts
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -18,6 +19,7 @@ PAYLOAD = os.urandom(200_000)
 
 
 @pytest.fixture
+@starts("celery")
 def celery(tmp_path):
     """A worker env whose queue also receives the tasks this test process sends."""
     with celery_env(tmp_path) as env, env.sending():
@@ -25,6 +27,7 @@ def celery(tmp_path):
 
 
 @pytest.fixture(scope="module")
+@starts("clamd")
 def clamd(tmp_path_factory):
     yield from clamd_daemon(tmp_path_factory)
 
@@ -85,6 +88,7 @@ def test_upload_refused_by_the_workers_validators_is_discarded(
     assert_clean()
 
 
+@pytest.mark.clamd
 def test_scanner_down_is_retried_until_it_answers(client, settings, celery, tmp_path, assert_clean):
     directory = tmp_path / "late-clamd"
     worker_settings = {

@@ -6,7 +6,6 @@ import os
 from unittest import mock
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.db.models.signals import post_save
 from django.test import Client
@@ -15,15 +14,12 @@ from django.test.utils import CaptureQueriesContext
 from django_tempstore import lifecycle, quota, signals
 from django_tempstore.models import QuotaCounter, State, TempUpload
 from tests.quota_utils import small_tmpfs
+from tests.utils import upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def upload(size: int, name: str = "data.bin") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, os.urandom(size), content_type="application/octet-stream")
 
 
 def held() -> tuple[int, int]:
@@ -51,10 +47,10 @@ def test_file_over_max_file_size_is_413_and_leaves_nothing(client, settings, set
     settings.TEMPSTORE_QUOTA = 10 * MiB
     settings.TEMPSTORE_CHUNK_SIZE = 16 * KiB
 
-    response = client.post("/accept/", {"file": upload(300 * KiB)})
+    response = client.post("/accept/", {"file": upload(size=300 * KiB)})
 
     assert response.status_code == 413
-    assert "100.0\xa0KB" in response.content.decode()
+    assert "100\xa0KiB" in response.content.decode()
     row = TempUpload.objects.get()
     assert row.state == State.FAILED
     assert "TEMPSTORE_MAX_FILE_SIZE" in row.reason
@@ -64,7 +60,7 @@ def test_file_over_max_file_size_is_413_and_leaves_nothing(client, settings, set
 
 def test_file_of_exactly_max_file_size_is_accepted(client, settings, settled):
     settings.TEMPSTORE_MAX_FILE_SIZE = 100 * KiB
-    response = client.post("/accept/", {"file": upload(100 * KiB)})
+    response = client.post("/accept/", {"file": upload(size=100 * KiB)})
     assert response.json()["file"][0]["size"] == 100 * KiB
     settled()
 
@@ -79,7 +75,7 @@ def test_reservation_is_cut_to_the_content_length(client, settings, settled):
         lambda upload, **kw: seen.append(held()), weak=False, dispatch_uid="t-cut"
     )
     try:
-        client.post("/accept/", {"file": upload(300 * KiB)})
+        client.post("/accept/", {"file": upload(size=300 * KiB)})
     finally:
         signals.upload_received.disconnect(dispatch_uid="t-cut")
     counter, rows = seen[0]
@@ -95,14 +91,14 @@ def test_near_the_quota_a_block_that_does_not_fit_falls_back_to_what_is_needed(
     # Each file first asks for the whole body (both files); the second one
     # cannot have that, but its own 200 KiB fit.
     settings.TEMPSTORE_QUOTA = 450 * KiB
-    response = client.post("/accept/", {"a": upload(200 * KiB), "b": upload(200 * KiB)})
+    response = client.post("/accept/", {"a": upload(size=200 * KiB), "b": upload(size=200 * KiB)})
     assert [f[0]["size"] for f in response.json().values()] == [200 * KiB, 200 * KiB]
     settled()
 
 
 def test_a_request_larger_than_the_whole_quota_is_413_before_its_body(client, settings, settled):
     settings.TEMPSTORE_QUOTA = 100 * KiB
-    response = client.post("/accept/", {"file": upload(300 * KiB)})
+    response = client.post("/accept/", {"file": upload(size=300 * KiB)})
     assert response.status_code == 413
     assert not TempUpload.objects.exists()  # Refused before any file was started.
     settled()
@@ -110,9 +106,9 @@ def test_a_request_larger_than_the_whole_quota_is_413_before_its_body(client, se
 
 def test_a_request_that_does_not_fit_now_is_507_before_its_body(client, settings, settled):
     settings.TEMPSTORE_QUOTA = 500 * KiB
-    kept = client.post("/keep/", {"file": upload(300 * KiB)}).json()["id"]
+    kept = client.post("/keep/", {"file": upload(size=300 * KiB)}).json()["id"]
 
-    response = client.post("/accept/", {"file": upload(300 * KiB)})
+    response = client.post("/accept/", {"file": upload(size=300 * KiB)})
 
     assert response.status_code == 507
     assert response["Retry-After"] == "60"
@@ -134,7 +130,7 @@ def test_quota_taken_by_another_upload_mid_request_is_507(client, settings, sett
     post_save.connect(take_the_rest, sender=TempUpload, weak=False, dispatch_uid="t-take")
     try:
         response = client.post(
-            "/accept/", {"a": upload(300 * KiB, "a.bin"), "b": upload(300 * KiB, "b.bin")}
+            "/accept/", {"a": upload("a.bin", size=300 * KiB), "b": upload("b.bin", size=300 * KiB)}
         )
     finally:
         post_save.disconnect(sender=TempUpload, dispatch_uid="t-take")
@@ -153,7 +149,9 @@ def test_quota_taken_by_another_upload_mid_request_is_507(client, settings, sett
 
 def test_below_min_free_space_is_507(client, settings, settled):
     settings.TEMPSTORE_MIN_FREE_SPACE = 2**62  # More than any disk has.
-    response = client.post("/accept/", {"file": upload(10 * KiB)}, HTTP_ACCEPT="application/json")
+    response = client.post(
+        "/accept/", {"file": upload(size=10 * KiB)}, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code == 507
     assert response.json()["code"] == "insufficient_storage"
     settled()
@@ -165,8 +163,8 @@ def test_min_free_space_counts_the_upload_on_a_small_tmpfs(client, settings, tmp
         settings.TEMPSTORE_DIR = directory
         settings.TEMPSTORE_MIN_FREE_SPACE = 1 * MiB
         # 2 MiB free: 300 KiB leaves more than 1 MiB, 1.5 MiB would not.
-        assert client.post("/accept/", {"file": upload(300 * KiB)}).status_code == 200
-        assert client.post("/accept/", {"file": upload(1536 * KiB)}).status_code == 507
+        assert client.post("/accept/", {"file": upload(size=300 * KiB)}).status_code == 200
+        assert client.post("/accept/", {"file": upload(size=1536 * KiB)}).status_code == 507
         settled()
 
 
@@ -178,7 +176,7 @@ def test_a_full_disk_while_writing_is_507_and_the_partial_file_goes(
         settings.TEMPSTORE_DIR = directory
         settings.TEMPSTORE_QUOTA = 100 * MiB  # The quota would allow it; the disk does not.
 
-        response = client.post("/accept/", {"file": upload(3 * MiB)})
+        response = client.post("/accept/", {"file": upload(size=3 * MiB)})
 
         assert response.status_code == 507
         assert response["Retry-After"]
@@ -191,14 +189,16 @@ def test_a_full_disk_while_writing_is_507_and_the_partial_file_goes(
 # 4. Every exit path gives the reservation back
 
 
+# persist() moves the file on commit: a test transaction never commits.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("path", "data", "status", "state"),
     [
-        ("/accept/", {"file": upload(200 * KiB)}, 200, State.DISCARDED),
-        ("/persist/", {"file": upload(200 * KiB)}, 200, State.PERSISTED),
-        ("/explode/", {"file": upload(200 * KiB)}, 500, State.DISCARDED),
-        ("/model-form/", {"file": upload(200 * KiB, "x.bin")}, 400, State.DISCARDED),
-        ("/rollback/", {"file": upload(200 * KiB)}, 200, State.DISCARDED),
+        ("/accept/", {"file": upload(size=200 * KiB)}, 200, State.DISCARDED),
+        ("/persist/", {"file": upload(size=200 * KiB)}, 200, State.PERSISTED),
+        ("/explode/", {"file": upload(size=200 * KiB)}, 500, State.DISCARDED),
+        ("/model-form/", {"file": upload("x.bin", size=200 * KiB)}, 400, State.DISCARDED),
+        ("/rollback/", {"file": upload(size=200 * KiB)}, 200, State.DISCARDED),
     ],
     ids=["success", "persist", "exception", "validation-failure", "rollback"],
 )
@@ -215,7 +215,7 @@ def test_every_exit_path_releases_the_reservation(client, settings, settled, pat
 
 def test_keep_holds_the_reservation_until_discard(client, settings, settled):
     settings.TEMPSTORE_QUOTA = 10 * MiB
-    pk = client.post("/keep/", {"file": upload(200 * KiB)}).json()["id"]
+    pk = client.post("/keep/", {"file": upload(size=200 * KiB)}).json()["id"]
     row = TempUpload.objects.get(pk=pk)
     assert held() == (row.reserved, row.reserved)
     assert 200 * KiB <= row.reserved < 201 * KiB
@@ -253,12 +253,12 @@ def test_refusal_is_the_same_wherever_the_body_is_parsed(settings, settled, wher
     # With its cookie, the CSRF check reads the body to look for the token.
     client.cookies[settings.CSRF_COOKIE_NAME] = "k" * 32
 
-    response = client.post(path, {"file": upload(300 * KiB)}, HTTP_ACCEPT=accept)
+    response = client.post(path, {"file": upload(size=300 * KiB)}, HTTP_ACCEPT=accept)
 
     status = int(refusal)
     assert response.status_code == status
     if refusal == "413":
-        message = "The file is larger than the 100.0\xa0KB this site accepts. Send a smaller file."
+        message = "data.bin is larger than the 100\xa0KiB this site accepts. Send a smaller file."
     else:
         message = "The server has no room for this upload right now. Try again later."
     if accept == "application/json":
@@ -274,13 +274,13 @@ def test_refusal_is_the_same_wherever_the_body_is_parsed(settings, settled, wher
 
 def test_csrf_protected_view_still_refuses_a_missing_token(settings, settled):
     client = Client(enforce_csrf_checks=True)
-    assert client.post("/csrf/", {"file": upload(10 * KiB)}).status_code == 403
+    assert client.post("/csrf/", {"file": upload(size=10 * KiB)}).status_code == 403
     settled()
 
 
 def test_drf_view_accepts_an_upload(settings, settled):
     settings.TEMPSTORE_QUOTA = 10 * MiB
-    response = Client().post("/drf/", {"file": upload(10 * KiB)})
+    response = Client().post("/drf/", {"file": upload(size=10 * KiB)})
     assert response.json() == {"file": [{"name": "data.bin", "size": 10 * KiB}]}
     settled()
 
@@ -292,10 +292,10 @@ def test_usage_reports_bytes_quota_disk_counts_and_oldest(client, settings, sett
     settings.TEMPSTORE_QUOTA = 10 * MiB
     settings.TEMPSTORE_MAX_FILE_SIZE = 1 * MiB
     settings.TEMPSTORE_MIN_FREE_SPACE = 1
-    first = client.post("/keep/", {"file": upload(100 * KiB)}).json()["id"]
-    client.post("/keep/", {"file": upload(50 * KiB)})
-    client.post("/accept/", {"file": upload(10 * KiB)})
-    client.post("/accept/", {"file": upload(2 * MiB)})  # 413: failed
+    first = client.post("/keep/", {"file": upload(size=100 * KiB)}).json()["id"]
+    client.post("/keep/", {"file": upload(size=50 * KiB)})
+    client.post("/accept/", {"file": upload(size=10 * KiB)})
+    client.post("/accept/", {"file": upload(size=2 * MiB)})  # 413: failed
 
     usage = quota.usage()
 
@@ -331,10 +331,10 @@ def test_usage_of_an_empty_store(settings):
 
 def test_reconcile_brings_the_counter_back_to_the_rows(client, settings, settled):
     settings.TEMPSTORE_QUOTA = 10 * MiB
-    pk = client.post("/keep/", {"file": upload(100 * KiB)}).json()["id"]
+    pk = client.post("/keep/", {"file": upload(size=100 * KiB)}).json()["id"]
     reserved = TempUpload.objects.get(pk=pk).reserved
     # A row deleted behind the app's back (a bulk delete, a restored backup).
-    other = client.post("/keep/", {"file": upload(50 * KiB)}).json()["id"]
+    other = client.post("/keep/", {"file": upload(size=50 * KiB)}).json()["id"]
     TempUpload.objects.get(pk=other).path.unlink()
     TempUpload.objects.filter(pk=other).delete()
     assert quota.usage().drift > 0
@@ -363,7 +363,7 @@ def count_round_trips(client, **settings_values):
         mock.patch.object(connection, "commit", wraps=connection.commit) as commits,
         CaptureQueriesContext(connection) as queries,
     ):
-        response = client.post("/accept/", {"file": upload(100 * KiB)})
+        response = client.post("/accept/", {"file": upload(size=100 * KiB)})
     assert response.status_code == 200
     statements = [q["sql"] for q in queries.captured_queries]
     return [
@@ -371,6 +371,7 @@ def count_round_trips(client, **settings_values):
     ], (commits.call_count)
 
 
+@pytest.mark.django_db(transaction=True)  # counts real commits
 def test_round_trips_per_upload(client, settings, settled):
     settings.TEMPSTORE_QUOTA = None
     without, commits_without = count_round_trips(client)

@@ -16,14 +16,9 @@ from django.db import connections
 from django_tempstore import quota
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.quota_utils import (
-    content_type,
-    disk_bytes,
-    multipart_head,
-    multipart_one,
-    post,
-)
-from tests.servers import request_head, run_server, wait_until
+from tests.quota_utils import disk_bytes, post
+from tests.servers import run_server, wait_until
+from tests.utils import content_type, multipart_head, multipart_one, request_head
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 

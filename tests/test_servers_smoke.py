@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from django_tempstore.models import State, TempUpload
 from tests.conftest import temp_files
-from tests.servers import multipart, request_head, wait_until
+from tests.servers import wait_until
+from tests.utils import multipart, raw_post
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
 
 def test_upload_through_a_real_server_is_discarded(server, tempstore_dirs, assert_clean):
     body, content_type = multipart({"file": ("a.bin", b"x" * 100_000)})
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(request_head("/accept/", content_type, len(body), server.port) + body)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    head, _, payload = response.partition(b"\r\n\r\n")
+    head, payload = raw_post(server.port, "/accept/", body, content_type)
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(payload)["file"][0]["size"] == 100_000
     # Under ASGI the response is sent before Django closes the request, and the

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 from django.core.files.storage import FileSystemStorage
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from django_tempstore import signals
 from django_tempstore.models import State, TempUpload
+from tests import utils
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,8 +48,7 @@ def names(log) -> list[str]:
     return [name for name, _ in log]
 
 
-def upload(name: str = "data.bin") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, PAYLOAD, content_type="application/octet-stream")
+upload = partial(utils.upload, content=PAYLOAD)
 
 
 def test_unused_upload_sends_received_then_discarded(client, sent):

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from tests.conftest import temp_files
-from tests.servers import multipart, request_head, run_server, wait_until
+from tests.servers import run_server, wait_until
+from tests.utils import multipart, request_head
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 

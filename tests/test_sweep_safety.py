@@ -12,7 +12,7 @@ from django_tempstore.storage import ensure_dir, new_name
 from django_tempstore.sweep import sweep
 from tests.sweep_utils import make_orphan, make_upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django_tempstore import checks
 from django_tempstore.models import State, TempUpload
 from django_tempstore.storage import UnsafeTempDir, ensure_dir
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def make_world_writable(path: Path) -> None:

@@ -6,9 +6,9 @@ import base64
 import hashlib
 import os
 import socket
+from functools import partial
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from django_tempstore import signals
@@ -21,28 +21,21 @@ from django_tempstore.validators import (
     parse_digest_header,
     reject,
 )
-from tests.servers import multipart, request_head
+from tests import utils
+from tests.utils import multipart, read_response, request_head
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(200_000)
 GIF = b"GIF89a" + os.urandom(200_000)
 
 
-def upload(name: str, content: bytes) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, content, content_type="image/png")
+upload = partial(utils.upload, content_type="image/png")
 
 
 @pytest.fixture
-def rejections():
-    seen = []
-
-    def spy(sender, upload, reason, status, **kwargs):
-        seen.append((upload.pk, reason, status))
-
-    signals.upload_rejected.connect(spy)
-    yield seen
-    signals.upload_rejected.disconnect(spy)
+def rejections(signal_spy):
+    return signal_spy(signals.upload_rejected, "reason", "status")
 
 
 def assert_rejected(response, status: int, assert_clean, text: str = "") -> TempUpload:
@@ -269,19 +262,6 @@ def test_parse_digest_header():
 def test_exceptions_carry_their_status():
     assert UnsupportedMediaType().status == 415
     assert DigestMismatch().status == 422
-
-
-def read_response(sock: socket.socket) -> bytes:
-    response = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        response += chunk
-    return response
 
 
 @pytest.mark.server

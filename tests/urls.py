@@ -8,6 +8,7 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accept/", views.accept),
+    path("metrics/", views.metrics),
     path("accept-async/", views.accept_async),
     path("txt-async/", views.txt_async),
     path("parse-then-wait/", views.parse_then_wait),

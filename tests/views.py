@@ -14,7 +14,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from django_tempstore.promotion import promote_later
+from django_tempstore.tasks import promote_later
 from django_tempstore.validators import (
     AllowedContentTypes,
     AllowedExtensions,
@@ -195,6 +195,11 @@ async def txt_async(request: HttpRequest) -> JsonResponse:
     return JsonResponse(describe(request))
 
 
+def refusal_page(request: HttpRequest, refusal: Exception) -> HttpResponse:
+    """A project's page for refused uploads (``TEMPSTORE_REFUSAL_VIEW``)."""
+    return HttpResponse(f"<p class=refusal>{refusal}</p>", status=200)
+
+
 @csrf_exempt
 def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
     """Claim a finished tus upload; ?action=persist|keep|discard (default: let the request end)."""
@@ -214,3 +219,9 @@ def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
     elif action == "discard":
         upload.discard()
     return JsonResponse(result)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    from django_tempstore.metrics import metrics_view
+
+    return metrics_view(request)

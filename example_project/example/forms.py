@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.template.defaultfilters import filesizeformat
+
+from django_tempstore.units import binary_size
 
 #: Magic bytes of the image formats the form accepts (checked, never trusted from the client).
 SIGNATURES = {
@@ -51,8 +52,16 @@ class MultipleFileField(forms.FileField):
 class ImageUploadForm(forms.Form):
     files = MultipleFileField(
         label="Images",
-        help_text="PNG, JPEG, GIF or WebP, up to 8 MB each. Select several at once if you like.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = binary_size(settings.EXAMPLE_MAX_IMAGE_SIZE)
+        self.fields[
+            "files"
+        ].help_text = (
+            f"PNG, JPEG, GIF or WebP, up to {limit} each. Select several at once if you like."
+        )
 
     def clean_files(self) -> list[UploadedFile]:
         uploads: list[UploadedFile] = self.cleaned_data["files"]
@@ -66,8 +75,8 @@ class ImageUploadForm(forms.Form):
                         code="too_large",
                         params={
                             "name": upload.name,
-                            "size": filesizeformat(upload.size),
-                            "limit": filesizeformat(limit),
+                            "size": binary_size(upload.size),
+                            "limit": binary_size(limit),
                         },
                     )
                 )

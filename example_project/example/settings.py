@@ -79,12 +79,13 @@ MEDIA_ROOT = DATA_DIR / "media"
 # django-tempstore
 FILE_UPLOAD_HANDLERS = ["django_tempstore.handlers.TempStoreUploadHandler"]
 TEMPSTORE_DIR = DATA_DIR / "tmp_uploads"
-TEMPSTORE_MAX_FILE_SIZE = 64 * 1024 * 1024  # refused with 413 while streaming
+#: The one limit per image, named in the page: refused with 413 while streaming.
+EXAMPLE_MAX_IMAGE_SIZE = 8 * 1024 * 1024
+TEMPSTORE_MAX_FILE_SIZE = EXAMPLE_MAX_IMAGE_SIZE
 TEMPSTORE_QUOTA = 512 * 1024 * 1024  # all pending temp files together (507 beyond)
 TEMPSTORE_KEEP_TTL = 3600
-
-#: The upload form's own limit per image, checked once the file is complete.
-EXAMPLE_MAX_IMAGE_SIZE = 8 * 1024 * 1024
+#: Without JavaScript, a 413 or 507 re-renders the form with the refusal (status kept).
+TEMPSTORE_REFUSAL_VIEW = "example.views.refused"
 
 # With Redis, Celery beat runs the sweep (``celery -A example worker`` plus ``... beat``).
 # The task is named by string, so this file imports without Celery installed.

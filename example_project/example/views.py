@@ -10,7 +10,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import filesizeformat
+
+from django_tempstore.exceptions import UploadRejected
+from django_tempstore.units import binary_size
 
 from .forms import ImageUploadForm
 
@@ -23,6 +25,10 @@ class StoredImage:
     url: str
     size: int
     modified: datetime
+
+    @property
+    def human_size(self) -> str:
+        return binary_size(self.size)
 
 
 def stored_images() -> list[StoredImage]:
@@ -66,7 +72,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                             "name": final.rsplit("/", 1)[-1],
                             "url": default_storage.url(final),
                             "size": image.size,
-                            "human_size": filesizeformat(image.size),
+                            "human_size": binary_size(image.size),
                             "sha256": image.sha256,
                         }
                     )
@@ -84,3 +90,10 @@ def upload(request: HttpRequest) -> HttpResponse:
     return render(
         request, "example/upload.html", {"form": form, "images": stored_images()}, status=status
     )
+
+
+def refused(request: HttpRequest, refusal: UploadRejected) -> HttpResponse:
+    """``TEMPSTORE_REFUSAL_VIEW``: the page again, the refusal listed with the form's errors."""
+    # The body is consumed: an unbound form, and the refusal shown beside it.
+    context = {"form": ImageUploadForm(), "images": stored_images(), "refusal": refusal}
+    return render(request, "example/upload.html", context, status=refusal.status)

@@ -27,8 +27,9 @@ class Command(BaseCommand):
             "--startup",
             action="store_true",
             help=(
-                "Also remove this host's uploads whose process is gone. "
-                "Run it when the server starts."
+                "Also judge by process id alone the rows that carry no process "
+                "identity (every sweep removes this host's uploads whose process is "
+                "gone). Run it when the server starts."
             ),
         )
         parser.add_argument(

@@ -71,6 +71,11 @@
     xhr.upload.addEventListener("load", () => showProgress(100));
     xhr.addEventListener("loadend", () => {
       button.disabled = false;
+      if (xhr.status !== 201) {
+        // A bar at 100 % next to an error says the opposite of what happened.
+        box.hidden = true;
+        showProgress(0);
+      }
       if (xhr.status === 201) {
         const saved = JSON.parse(xhr.responseText).saved;
         addImages(saved);
