@@ -31,6 +31,7 @@
 
   let uploads = [];
   let paused = false;
+  let viaForm = false;
 
   function showProgress(percent) {
     if (bar.value === percent && bar.dataset.trace) return;
@@ -62,8 +63,13 @@
     empty.hidden = true;
   }
 
-  function done() {
+  function done(ok) {
     button.disabled = false;
+    if (!ok) {
+      // A bar at 100 % next to an error says the opposite of what happened.
+      box.hidden = true;
+      showProgress(0);
+    }
     toggle.hidden = true;
     uploads = [];
   }
@@ -74,7 +80,7 @@
     for (const upload of uploads) data.append("upload", upload.url);
     const xhr = new XMLHttpRequest();
     xhr.addEventListener("loadend", () => {
-      done();
+      done(xhr.status === 201);
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
       if (xhr.status === 201) {
@@ -115,10 +121,18 @@
       },
       onError: (error) => {
         for (const upload of uploads) upload.abort();
-        done();
+        done(false);
         const response = error.originalResponse;
-        const message = response && response.getBody() ? response.getBody() : String(error.message || error);
-        showErrors(["The upload failed: " + message]);
+        const code = Number((/response code: (\d+)/.exec(String(error.message)) || [])[1]);
+        if (code === 413 && !sent.some((bytes) => bytes > 0)) {
+          // Too large for this site: the form's own path records and explains the refusal.
+          viaForm = true;
+          form.requestSubmit();
+          return;
+        }
+        const body = response && response.getBody() ? response.getBody().trim() : "";
+        // The server's message says what to do; it names "the file", the page names it.
+        showErrors([body ? body.replace(/^The file\b/, file.name) : "The upload failed (" + String(error.message || error) + "). Try again."]);
       },
     }));
     for (const upload of uploads) {
@@ -143,6 +157,10 @@
   // Capture phase on the document: runs before upload.js's listener on the form.
   document.addEventListener("submit", (event) => {
     if (event.target !== form) return;
+    if (viaForm) {
+      viaForm = false;
+      return;
+    }
     event.preventDefault();
     event.stopImmediatePropagation();
     const files = Array.from(input.files);
