@@ -108,14 +108,18 @@ def check_free_space(nbytes: int = 0) -> None:
         )
 
 
-def cover(upload: TempUpload, size: int, *, bound: int | None = None) -> int:
+def cover(
+    upload: TempUpload, size: int, *, bound: int | None = None, received: int | None = None
+) -> int:
     """Make sure ``upload`` may hold ``size`` bytes; return how many it may hold.
 
     Called by the upload handler before it writes past what is covered. Takes a
     block (``BLOCK``, cut to ``bound``, the most the file can grow to) and, if
     the quota has no room for a block, exactly what is needed. Raises
     InsufficientStorage when even that does not fit, or when the temp disk
-    would go below ``TEMPSTORE_MIN_FREE_SPACE``.
+    would go below ``TEMPSTORE_MIN_FREE_SPACE``. ``received``, when given, is
+    recorded as the row's ``size`` by the same UPDATE that reserves (the admin's
+    live progress, at no extra statement).
     """
     want = max(size, upload.reserved) + BLOCK
     if bound is not None:
@@ -125,19 +129,20 @@ def cover(upload: TempUpload, size: int, *, bound: int | None = None) -> int:
         return want
     if want > upload.reserved:
         try:
-            reserve(upload, want - upload.reserved)
+            reserve(upload, want - upload.reserved, received=received)
         except InsufficientStorage:
             if want == size:
                 raise
-            reserve(upload, size - upload.reserved)
+            reserve(upload, size - upload.reserved, received=received)
     return upload.reserved
 
 
-def reserve(upload: TempUpload, nbytes: int) -> None:
+def reserve(upload: TempUpload, nbytes: int, *, received: int | None = None) -> None:
     """Add ``nbytes`` to ``upload``'s reservation, or raise InsufficientStorage.
 
     Two UPDATEs in one transaction: the counter (conditional on the quota),
-    then the upload's row (conditional on it being pending).
+    then the upload's row (conditional on it being pending), which also records
+    ``received`` as its ``size`` when given.
     """
     limit = conf.QUOTA
     if nbytes <= 0 or limit is None:
@@ -147,13 +152,18 @@ def reserve(upload: TempUpload, nbytes: int) -> None:
             with transaction.atomic(using=conf.DATABASE):
                 if not _move_counter(nbytes, limit):
                     raise _Retry
-                if not pending_row(upload).update(reserved=F("reserved") + nbytes):
+                fields: dict[str, Any] = {"reserved": F("reserved") + nbytes}
+                if received is not None:
+                    fields["size"] = received
+                if not pending_row(upload).update(**fields):
                     raise UploadClosed()
         except _Retry:
             if attempt == 0 and _create_counter():
                 continue
             raise InsufficientStorage(reason="TEMPSTORE_QUOTA is used up") from None
         upload.reserved += nbytes
+        if received is not None:
+            upload.size = received
         return
 
 
