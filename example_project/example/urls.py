@@ -10,6 +10,7 @@ from . import views
 
 urlpatterns = [
     path("", views.upload, name="upload"),
+    path("confirm/", views.confirm, name="confirm"),
     path("admin/", admin.site.urls),
 ]
 # Only with DEBUG (both helpers return nothing otherwise): fine for a demo.
