@@ -1,10 +1,12 @@
-"""System checks: ``django_tempstore.E001`` .. ``E004`` and ``W001`` .. ``W005``."""
+"""System checks: ``django_tempstore.E001`` .. ``E007`` and ``W001`` .. ``W006``."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,12 +21,22 @@ MIDDLEWARE = "django_tempstore.middleware.TempStoreMiddleware"
 CSRF_MIDDLEWARE = "django.middleware.csrf.CsrfViewMiddleware"
 
 
-@register(Tags.compatibility)
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+@register(Tags.security)
 def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    path = conf.DIR
+    try:
+        path = conf.DIR
+    except TypeError:
+        return []  # E005 says why.
     if not os.path.lexists(path):
-        parent = path.parent
-        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        # The runtime creates the missing parents too (``storage.ensure_dir``).
+        ancestor = _nearest_existing(path)
+        if not (ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)):
             return [
                 Error(
                     f"TEMPSTORE_DIR {path} does not exist and cannot be created.",
@@ -153,9 +165,38 @@ def check_atomic_requests(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 
 
 @register(Tags.compatibility)
+def check_sqlite_locking(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    database: dict[str, Any] = settings.DATABASES.get(conf.DATABASE, {})
+    if not str(database.get("ENGINE", "")).endswith("sqlite3"):
+        return []
+    options: dict[str, Any] = database.get("OPTIONS") or {}
+    immediate = str(options.get("transaction_mode", "")).upper() == "IMMEDIATE"
+    wal = "journal_mode=wal" in str(options.get("init_command", "")).lower().replace(" ", "")
+    if immediate:
+        return []
+    return [
+        Warning(
+            f"The SQLite database {conf.DATABASE!r} starts its transactions DEFERRED: "
+            "concurrent uploads fail with 'database is locked' (answered 503) instead "
+            "of waiting for each other.",
+            hint=(
+                'Add "transaction_mode": "IMMEDIATE" to its OPTIONS'
+                + ("" if wal else ', and "init_command": "PRAGMA journal_mode=WAL;" so that ')
+                + ("" if wal else "readers never wait for a writer")
+                + '; raise its "timeout" (seconds) above the longest write you expect.'
+            ),
+            id="django_tempstore.W006",
+        )
+    ]
+
+
+@register(Tags.compatibility)
 def check_stale_after(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    stale_after = conf.STALE_AFTER
-    interval = conf.HEARTBEAT_INTERVAL
+    try:
+        stale_after = conf.STALE_AFTER
+        interval = conf.HEARTBEAT_INTERVAL
+    except (TypeError, ValueError):
+        return []  # E005 says why.
     if stale_after < 2 * interval:
         return [
             Warning(
@@ -238,3 +279,99 @@ def check_digest(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+#: (setting, allowed types, allow None, minimum) for the settings ``conf`` reads.
+_BYTES = (int,)
+_DURATION = (int, float, timedelta)
+_SETTINGS: list[tuple[str, tuple[type, ...], bool, float | None]] = [
+    ("TEMPSTORE_CHUNK_SIZE", _BYTES, False, 1),
+    ("TEMPSTORE_MAX_FILE_SIZE", _BYTES, True, 1),
+    ("TEMPSTORE_QUOTA", _BYTES, True, 1),
+    ("TEMPSTORE_QUOTA_PER_KEY", _BYTES, True, 1),
+    ("TEMPSTORE_MIN_FREE_SPACE", _BYTES, False, 0),
+    ("TEMPSTORE_RETRY_AFTER", (int,), False, 0),
+    ("TEMPSTORE_PROMOTE_RETRIES", (int,), False, 0),
+    ("TEMPSTORE_KEEP_TTL", _DURATION, False, 0),
+    ("TEMPSTORE_COMPLETE_TTL", _DURATION, False, 0),
+    ("TEMPSTORE_HEARTBEAT_INTERVAL", _DURATION, False, 0),
+    ("TEMPSTORE_STALE_AFTER", _DURATION, False, 0),
+    ("TEMPSTORE_ORPHAN_GRACE", _DURATION, False, 0),
+    ("TEMPSTORE_HISTORY", _DURATION, False, 0),
+    ("TEMPSTORE_PROMOTE_RETRY_DELAY", _DURATION, False, 0),
+    ("TEMPSTORE_SHARED_DIR", (bool,), False, None),
+    ("TEMPSTORE_SWEEP_ON_WORKER_START", (bool,), False, None),
+    ("TEMPSTORE_DIR", (str, os.PathLike), True, None),
+    ("TEMPSTORE_QUARANTINE_DIR", (str, os.PathLike), True, None),
+    ("TEMPSTORE_DIGEST", (str,), True, None),
+    ("TEMPSTORE_HOSTNAME", (str,), True, None),
+    ("TEMPSTORE_DATABASE", (str,), False, None),
+    ("TEMPSTORE_VALIDATORS", (list, tuple), False, None),
+]
+
+
+def _type_names(types: tuple[type, ...], nullable: bool) -> str:
+    names = [t.__name__ for t in types] + (["None"] if nullable else [])
+    return " or ".join(names)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The type (E005) and range (E006) of each ``TEMPSTORE_*`` setting, and
+    ``TEMPSTORE_QUOTA_KEY`` (E007)."""
+    errors: list[CheckMessage] = []
+    for name, types, nullable, minimum in _SETTINGS:
+        if not hasattr(settings, name):
+            continue
+        value = getattr(settings, name)
+        if value is None and nullable:
+            continue
+        # bool is an int: True is no byte count.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            errors.append(
+                Error(
+                    f"{name} is {value!r} ({type(value).__name__}), "
+                    f"not {_type_names(types, nullable)}.",
+                    hint=f"Set {name} to a {_type_names(types, nullable)}, such as the "
+                    "number of bytes or seconds (1 GiB is 1024 ** 3), not a string.",
+                    id="django_tempstore.E005",
+                )
+            )
+            continue
+        if minimum is None:
+            continue
+        number: Any = value
+        amount = float(number.total_seconds() if isinstance(number, timedelta) else number)
+        if amount < minimum:
+            errors.append(
+                Error(
+                    f"{name} is {value!r}, below its minimum {minimum:g}.",
+                    hint=f"Set {name} to {minimum:g} or more, or remove it for the default.",
+                    id="django_tempstore.E006",
+                )
+            )
+    database = getattr(settings, "TEMPSTORE_DATABASE", "default")
+    if isinstance(database, str) and database not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"TEMPSTORE_DATABASE {database!r} is not an alias in DATABASES.",
+                hint="Set TEMPSTORE_DATABASE to one of: " + ", ".join(settings.DATABASES) + ".",
+                id="django_tempstore.E006",
+            )
+        )
+    key = getattr(settings, "TEMPSTORE_QUOTA_KEY", None)
+    if key is not None and not callable(key):
+        try:
+            loaded = import_string(key) if isinstance(key, str) else key
+        except ImportError:
+            loaded = None
+        if not callable(loaded):
+            errors.append(
+                Error(
+                    f"TEMPSTORE_QUOTA_KEY {key!r} is not a callable or the dotted path of one.",
+                    hint="Point it at a function (request) -> str | None, such as "
+                    '"django_tempstore.quota.user_key" (the default).',
+                    id="django_tempstore.E007",
+                )
+            )
+    return errors

@@ -48,6 +48,17 @@ class Settings:
         return None if value is None else int(value)
 
     @property
+    def QUOTA_PER_KEY(self) -> int | None:
+        """Bytes each quota key (by default each logged-in user) may hold, or None."""
+        value = getattr(settings, "TEMPSTORE_QUOTA_PER_KEY", None)
+        return None if value is None else int(value)
+
+    @property
+    def QUOTA_KEY(self) -> Any:
+        """A callable ``(request) -> str | None`` or its dotted path: the request's quota key."""
+        return getattr(settings, "TEMPSTORE_QUOTA_KEY", "django_tempstore.quota.user_key")
+
+    @property
     def MIN_FREE_SPACE(self) -> int:
         return int(getattr(settings, "TEMPSTORE_MIN_FREE_SPACE", 0))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -10,17 +10,20 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.core.files.uploadhandler import FileUploadHandler
+from django.core.handlers.asgi import ASGIRequest
+from django.db import InterfaceError, OperationalError, connections
 
 from . import lifecycle, quota, validators
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, ServiceUnavailable, UploadRejected
 from .files import TempStoreUploadedFile
 from .models import State
-from .storage import create_temp
+from .storage import create_temp, unlink
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -92,6 +95,10 @@ def _feed(digest: Any, chunks: queue.Queue[bytes | None]) -> None:
         digest.update(data)
 
 
+class _DatabaseDown(ServiceUnavailable):
+    """Raised by ``_database()``, which has already deleted the file."""
+
+
 class TempStoreUploadHandler(FileUploadHandler):
     """Drop-in replacement for Django's ``TemporaryFileUploadHandler``."""
 
@@ -119,7 +126,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         encoding: str | None = None,
     ) -> None:
         try:
-            quota.check_request(content_length)
+            with self._database(None):
+                quota.check_request(content_length, quota.quota_key(self.request))
         except UploadRejected as exc:
             self._note_rejection(exc)
             raise
@@ -141,17 +149,19 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
             self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
-        upload = lifecycle.start(
-            original_name=file_name,
-            content_type=content_type,
-            charset=charset,
-            field_name=field_name,
-            request=self.request,
-        )
+        with self._database(None):
+            upload = lifecycle.start(
+                original_name=file_name,
+                content_type=content_type,
+                charset=charset,
+                field_name=field_name,
+                request=self.request,
+            )
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
-            lifecycle.fail(upload, f"could not create the temp file: {exc}")
+            with self._database(None):
+                lifecycle.fail(upload, f"could not create the temp file: {exc}")
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._reject(InsufficientStorage())
             # A misconfigured TEMPSTORE_DIR (unsafe, unwritable): the operator must act,
@@ -162,7 +172,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             upload, fh, self.file_name, self.content_type, self.charset, self.content_type_extra
         )
         if self.request is not None:
-            _track(self.request, self.file)
+            RequestScope.of(self.request).track(self.file)
         self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
         self._validation = validators.for_file(self.request, upload)
@@ -176,7 +186,8 @@ class TempStoreUploadHandler(FileUploadHandler):
             self._abort(too_large, too_large.reason)
         if size > self._covered:
             try:
-                self._covered = quota.cover(upload, size, bound=self._bound, received=size)
+                with self._database(self.file):
+                    self._covered = quota.cover(upload, size, bound=self._bound, received=size)
                 if upload.size != size and start > 0:
                     # Nothing was reserved (no quota, or already covered): record
                     # the bytes received anyway, once per block, for the admin;
@@ -197,7 +208,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + conf.HEARTBEAT_INTERVAL.total_seconds()
             try:
-                lifecycle.heartbeat(upload, size)
+                with self._database(self.file):
+                    lifecycle.heartbeat(upload, size)
             except UploadRejected as exc:
                 self._abort(exc, exc.reason)
         return None
@@ -209,33 +221,59 @@ class TempStoreUploadHandler(FileUploadHandler):
         digest = self._hash.hexdigest() if self._hash is not None else ""
         self._validate("complete", file_size, digest)
         try:
-            lifecycle.complete(upload, file_size, digest)
+            with self._database(self.file):
+                lifecycle.complete(upload, file_size, digest)
         except UploadRejected as exc:
             self._abort(exc, exc.reason)
-        quota.trim(upload)
+        with self._database(self.file):
+            quota.trim(upload)
         return self.file
 
     def upload_interrupted(self) -> None:
         if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
             self.file.close()
-            lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
+            with self._database(self.file):
+                lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
 
     def _validate(self, hook: str, *args: Any) -> None:
         if self._validation is None:
             return
         try:
-            getattr(self._validation, hook)(*args)
+            with self._database(self.file):
+                getattr(self._validation, hook)(*args)
+        except _DatabaseDown:
+            raise
         except UploadRejected as exc:
             self.file.close()
-            validators.reject(self.file.temp_upload, exc)
+            with self._database(self.file):
+                validators.reject(self.file.temp_upload, exc)
             self._reject(exc)
 
     def _abort(self, exc: UploadRejected | None, reason: str) -> None:
         self.file.close()
-        lifecycle.fail(self.file.temp_upload, reason)
+        if isinstance(exc, _DatabaseDown):
+            raise exc  # Already cleaned up by _database(); the row waits for the request's end.
+        with self._database(self.file):
+            lifecycle.fail(self.file.temp_upload, reason)
         if exc is None:
             raise
         self._reject(exc)
+
+    @contextlib.contextmanager
+    def _database(self, file: TempStoreUploadedFile | None) -> Iterator[None]:
+        """Answer 503 when the database stops answering (connection lost, SQLite locked).
+
+        ``file``'s temp file is deleted now; its row, still pending, is closed at
+        the request's end on a fresh connection, which returns its reservation.
+        """
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("django-tempstore could not reach the database: %s", exc)
+            if file is not None:
+                file.close()
+                unlink(file.temp_upload.path)
+            self._reject(_DatabaseDown(reason="the database did not answer"))
 
     def _reject(self, exc: UploadRejected) -> None:
         self._note_rejection(exc)
@@ -243,7 +281,7 @@ class TempStoreUploadHandler(FileUploadHandler):
 
     def _note_rejection(self, exc: UploadRejected) -> None:
         if self.request is not None:
-            self.request._tempstore_rejection = exc  # type: ignore[attr-defined]
+            RequestScope.of(self.request).rejection = exc
             # Django's error views read request.POST again (their CSRF check):
             # that must neither parse the rest of the body nor raise again.
             self.request._mark_post_parse_error()  # type: ignore[attr-defined]
@@ -256,52 +294,111 @@ def _write_all(fh: Any, data: bytes) -> None:
         view = view[fh.write(view) :]
 
 
-def _track(request: HttpRequest, file: TempStoreUploadedFile) -> None:
-    """Make the end of ``request`` close ``file``'s row, however the request ends."""
-    files: list[TempStoreUploadedFile] | None = getattr(request, "_tempstore_files", None)
-    if files is None:
-        files = request._tempstore_files = []  # type: ignore[attr-defined]
-        original_close = request.close
+class RequestScope:
+    """What one request created: its temp files and its refusal.
 
-        def close() -> None:
-            try:
-                original_close()
-            finally:
-                _end_of_request(files)
+    ``close()`` ends the request's uploads (closes the rows of the files it did
+    not persist or keep, undoes persists whose transaction rolled back). It is
+    called once per request by ``TempStoreMiddleware`` (when the response is
+    closed) and by ``TempStoreASGIHandler`` (after the response, also when the
+    client disconnected); later calls do nothing. A scope that is never closed
+    writes nothing from the garbage collector: it is logged, and the sweep
+    closes its rows.
+    """
 
-        request.close = close  # type: ignore[method-assign]
-        # An ASGI request cancelled by a disconnect is never closed: then
-        # TempStoreASGIHandler cleans up once Django is done with it, else
-        # (another ASGI handler) the request being garbage collected does.
-        pending = _unclosed.get()
-        if pending is not None:
-            pending.append(files)
-        weakref.finalize(request, _end_of_request_anywhere, files)
-    files.append(file)
+    def __init__(self, request: HttpRequest) -> None:
+        self.files: list[TempStoreUploadedFile] = []
+        #: The refusal raised while the body was parsed, for the middleware.
+        self.rejection: UploadRejected | None = None
+        self.closed = False
+        self._finalizer = weakref.finalize(request, _never_closed, self.files)
+        collecting = _asgi_scopes.get()
+        if collecting is not None:
+            collecting.append(self)
+        elif isinstance(request, ASGIRequest):
+            _warn_foreign_asgi_handler()
 
+    @classmethod
+    def of(cls, request: HttpRequest) -> RequestScope:
+        """The scope of ``request``, created on first use."""
+        scope: RequestScope | None = getattr(request, "_tempstore_scope", None)
+        if scope is None:
+            scope = request._tempstore_scope = cls(request)  # type: ignore[attr-defined]
+        return scope
 
-#: Set by TempStoreASGIHandler for each request: the files lists of its requests.
-_unclosed: ContextVar[list[list[TempStoreUploadedFile]] | None] = ContextVar(
-    "tempstore_unclosed", default=None
-)
+    @classmethod
+    def find(cls, request: HttpRequest) -> RequestScope | None:
+        """The scope of ``request`` if the upload handler opened one."""
+        return getattr(request, "_tempstore_scope", None)
 
-
-def _end_of_request_anywhere(files: list[TempStoreUploadedFile]) -> None:
-    """``_end_of_request`` from a finalizer, which may run on an event loop's thread."""
-    if not files:
-        return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        _end_of_request(files)
-    else:  # The ORM refuses to run there.
-        threading.Thread(target=_end_of_request, args=(files,), daemon=True).start()
-
-
-def _end_of_request(files: list[TempStoreUploadedFile]) -> None:
-    while files:
-        file = files.pop()
+    @staticmethod
+    @contextlib.contextmanager
+    def collect() -> Iterator[list[RequestScope]]:
+        """Collect the scopes opened while the block runs (an ASGI handler's request)."""
+        scopes: list[RequestScope] = []
+        token = _asgi_scopes.set(scopes)
         try:
-            file.end_of_request()
-        except Exception:
-            logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)
+            yield scopes
+        finally:
+            _asgi_scopes.reset(token)
+
+    def track(self, file: TempStoreUploadedFile) -> None:
+        self.files.append(file)
+
+    def close(self) -> None:
+        """End the request's uploads; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._finalizer.detach()
+        if self.files:
+            _replace_broken_connection()
+        while self.files:
+            file = self.files.pop()
+            try:
+                file.end_of_request()
+            except Exception:
+                logger.exception("django-tempstore could not clean up %s", file.temp_upload.pk)
+
+
+#: Set by TempStoreASGIHandler around each request: the scopes it must close.
+_asgi_scopes: ContextVar[list[RequestScope] | None] = ContextVar(
+    "tempstore_asgi_scopes", default=None
+)
+_warned_foreign_asgi = False
+
+
+def _warn_foreign_asgi_handler() -> None:
+    global _warned_foreign_asgi
+    if not _warned_foreign_asgi:
+        _warned_foreign_asgi = True
+        logger.warning(
+            "django-tempstore: this ASGI request is not served by "
+            "django_tempstore.asgi.TempStoreASGIHandler; Django's own handler spools "
+            "the body outside TEMPSTORE_DIR and never closes a request whose client "
+            "disconnected. Use django_tempstore.asgi.get_asgi_application()."
+        )
+
+
+def _never_closed(files: list[TempStoreUploadedFile]) -> None:
+    # From the garbage collector: no database write; the sweep closes the rows.
+    for file in files:
+        file.close()
+    if files:
+        logger.warning(
+            "django-tempstore: a request ended without closing its uploads %s "
+            "(is TempStoreMiddleware installed?); the sweep will close them.",
+            ", ".join(str(file.temp_upload.pk) for file in files),
+        )
+
+
+def _replace_broken_connection() -> None:
+    """Close the connection if it broke during the request, so the next query opens a fresh one."""
+    connection = connections[conf.DATABASE]
+    if (
+        connection.connection is not None
+        and connection.errors_occurred
+        and not connection.in_atomic_block
+        and not connection.is_usable()
+    ):
+        connection.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -86,6 +85,7 @@ def start(
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "is_authenticated", False):
             upload.user_id = user.pk
+        upload.quota_key = quota.quota_key(request)
     upload.save(using=conf.DATABASE, force_insert=True)
     return upload
 
@@ -153,7 +153,7 @@ def record_intent(upload: TempUpload, directory: Path, part: str, name: str, lab
         "process_start": process.identity(),
         "updated_at": timezone.now(),
     }
-    if not quota.pending_row(upload).update(**fields):
+    if not TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields):
         raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
     for key, value in fields.items():
         setattr(upload, key, value)
@@ -162,7 +162,7 @@ def record_intent(upload: TempUpload, directory: Path, part: str, name: str, lab
 def clear_intent(upload: TempUpload) -> None:
     """Forget the intent of a persist that failed cleanly (nothing left at the target)."""
     fields = {**NO_INTENT, "persisted_storage": ""}
-    quota.pending_row(upload).update(**fields)
+    TempUpload.objects.using(conf.DATABASE).pending_row(upload.pk).update(**fields)
     for key, value in fields.items():
         setattr(upload, key, value)
 
@@ -189,7 +189,7 @@ def close(
         **fields,
     }
     rows = _row(upload).filter(**(where or {}))
-    if not quota.settle(rows, upload, transition, values):
+    if not quota.ledger().settle(rows, upload, transition, values):
         return False
     upload.state = transition.target or upload.state
     for key, value in values.items():
@@ -206,31 +206,38 @@ def close_many(uploads: Sequence[TempUpload], state: State, reason: str) -> list
     return those this call closed.
 
     A few statements per call, whatever the number of rows (the sweep closes
-    thousands): the UPDATE stamps the rows it closes with a random
-    ``closed_at`` marker, read back in the same transaction, so only rows this
-    call really closed are returned and their reservations released once.
+    thousands): the quota counters and then the still-pending rows are locked,
+    their ids and reservations read, and exactly those rows closed and their
+    reservations released, in one transaction.
     """
     if not uploads:
         return []
     transition = _CLOSE_TO[state]
     by_pk = {upload.pk: upload for upload in uploads}
     now = timezone.now()
-    marker = now.replace(microsecond=secrets.randbelow(1_000_000))
+    ledger = quota.ledger()
     rows = TempUpload.objects.using(conf.DATABASE).filter(pk__in=list(by_pk))
     with transaction.atomic(using=conf.DATABASE):
-        quota.lock_counter()
-        if not rows.transition(transition, reason=reason, updated_at=now, closed_at=marker):
+        ledger.lock({upload.quota_key for upload in uploads})
+        closing = list(
+            rows.in_sources(transition)
+            .select_for_update()
+            .values_list("pk", "reserved", "quota_key")
+        )
+        if not closing:
             return []
-        closed = list(rows.filter(state=state, closed_at=marker).values_list("pk", "reserved"))
-        held = sum(reserved for _, reserved in closed)
-        if held:
-            rows.filter(pk__in=[pk for pk, _ in closed]).update(reserved=0)
-            quota.release(held)
+        rows.filter(pk__in=[pk for pk, _, _ in closing]).transition(
+            transition, reason=reason, updated_at=now, closed_at=now, reserved=0
+        )
+        held: dict[str, int] = {}
+        for _, reserved, key in closing:
+            held[key] = held.get(key, 0) + reserved
+        ledger.release(held)
     result = []
-    for pk, _ in closed:
+    for pk, _, _ in closing:
         upload = by_pk[pk]
         upload.state, upload.reason, upload.reserved = state, reason, 0
-        upload.updated_at, upload.closed_at = now, marker
+        upload.updated_at, upload.closed_at = now, now
         result.append(upload)
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,7 @@ from django.utils.module_loading import import_string
 
 from .conf import conf
 from .exceptions import UploadRejected
+from .handlers import RequestScope
 
 logger = logging.getLogger("django_tempstore")
 
@@ -75,21 +77,32 @@ class TempStoreMiddleware:
         try:
             await _parse_for_async_view(request)
         except UploadRejected as exc:
-            return rejection_response(request, exc)
+            return self._answer(request, rejection_response(request, exc))
         return self._answer(request, await self.get_response(request))
 
     def _answer(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         # A refusal raised where Django turns exceptions into a 400 (the CSRF
         # check, another middleware) was noted on the request by the handler.
-        exc = getattr(request, "_tempstore_rejection", None)
-        if exc is None or response.status_code == exc.status:
-            return response
-        return rejection_response(request, exc)
+        scope = RequestScope.find(request)
+        exc = scope.rejection if scope is not None else None
+        if exc is not None and response.status_code != exc.status:
+            response = rejection_response(request, exc)
+        # Closed with the response, after the last byte is sent (WSGI and ASGI).
+        response._resource_closers.append(  # type: ignore[attr-defined]
+            functools.partial(_close_scope, request)
+        )
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, UploadRejected):
             return rejection_response(request, exception)
         return None
+
+
+def _close_scope(request: HttpRequest) -> None:
+    scope = RequestScope.find(request)
+    if scope is not None:
+        scope.close()
 
 
 def _count_refusal(exc: UploadRejected) -> None:

@@ -95,6 +95,10 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
         """Rows whose temp file still exists on purpose."""
         return self.filter(state__in=PENDING_STATES)
 
+    def pending_row(self, pk: Any) -> TempUploadQuerySet:
+        """The row ``pk`` while it is pending: a conditional UPDATE on it fails once closed."""
+        return self.filter(pk=pk, state__in=PENDING_STATES)
+
     def terminal(self) -> TempUploadQuerySet:
         return self.filter(state__in=TERMINAL_STATES)
 
@@ -142,6 +146,12 @@ class TempUpload(models.Model):
         _("reserved bytes"),
         default=0,
         help_text=_("Bytes this upload holds against TEMPSTORE_QUOTA."),
+    )
+    quota_key = models.CharField(
+        _("quota key"),
+        max_length=255,
+        blank=True,
+        help_text=_("The TEMPSTORE_QUOTA_PER_KEY scope this upload reserves in; empty for none."),
     )
     digest_algorithm = models.CharField(_("digest algorithm"), max_length=32, blank=True)
     digest = models.CharField(_("digest"), max_length=128, blank=True)

@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.files.storage import default_storage, storages
-from django.db import transaction
 
 from . import lifecycle
 from .conf import conf
 from .exceptions import UploadRejected, UploadStateError
-from .files import TempStoreUploadedFile
 from .models import State, TempUpload, Transitions
 from .scanners import Antivirus, ScannerError, get_scanner, scan
 from .validators import load, reject, validate_file
@@ -108,28 +106,3 @@ def give_up(upload_id: Any, reason: str) -> Promotion:
     lifecycle.discard(upload, f"promotion failed: {reason}"[:2000])
     upload.refresh_from_db(using=conf.DATABASE)
     return _result(upload)
-
-
-def promote_later(
-    file: TempStoreUploadedFile | TempUpload,
-    name: str,
-    *,
-    storage: str | None = None,
-    validators: Sequence[str] | None = None,
-    ttl: float | None = None,
-) -> str:
-    """Keep ``file`` and queue ``promote_upload`` for it once the transaction commits.
-
-    Call it from a view; ``validators`` must be dotted paths (or dicts) since
-    they travel through the broker. Return the upload's id.
-    """
-    from .tasks import promote_upload
-
-    upload = file.temp_upload if isinstance(file, TempStoreUploadedFile) else file
-    lifecycle.keep(upload, ttl)
-    upload_id = str(upload.pk)
-    kwargs: dict[str, Any] = {"storage": storage, "validators": validators}
-    transaction.on_commit(
-        lambda: promote_upload.delay(upload_id, name, **kwargs), using=conf.DATABASE
-    )
-    return upload_id

@@ -11,14 +11,18 @@ build the beat schedule with ``beat_schedule(hosts)``, one entry per host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.db import transaction
 
+from . import lifecycle
 from .conf import conf
+from .files import TempStoreUploadedFile
+from .models import TempUpload
 from .sweep import sweep
 
 logger = logging.getLogger("django_tempstore")
@@ -104,3 +108,26 @@ def promote_upload(
     except Exception as exc:
         promotion.give_up(upload_id, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def promote_later(
+    file: TempStoreUploadedFile | TempUpload,
+    name: str,
+    *,
+    storage: str | None = None,
+    validators: Sequence[str] | None = None,
+    ttl: float | None = None,
+) -> str:
+    """Keep ``file`` and queue ``promote_upload`` for it once the transaction commits.
+
+    Call it from a view; ``validators`` must be dotted paths (or dicts) since
+    they travel through the broker. Return the upload's id.
+    """
+    upload = file.temp_upload if isinstance(file, TempStoreUploadedFile) else file
+    lifecycle.keep(upload, ttl)
+    upload_id = str(upload.pk)
+    kwargs: dict[str, Any] = {"storage": storage, "validators": validators}
+    transaction.on_commit(
+        lambda: promote_upload.delay(upload_id, name, **kwargs), using=conf.DATABASE
+    )
+    return upload_id

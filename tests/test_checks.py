@@ -37,9 +37,13 @@ def test_default_test_settings_pass_every_check(tempstore_dirs):
     assert checks.check_stale_after() == []
     assert checks.check_scanner() == []
     assert checks.check_digest() == []
+    assert checks.check_settings() == []
 
 
 def test_e001_dir_cannot_be_created(settings, tmp_path: Path):
+    # Missing parents alone no longer fail (the runtime creates them): the nearest
+    # existing ancestor must be unusable, here a regular file.
+    (tmp_path / "missing").write_text("")
     settings.TEMPSTORE_DIR = tmp_path / "missing" / "deeper" / "tempstore"
     assert ids(checks.check_dir()) == ["django_tempstore.E001"]
 
@@ -170,6 +174,30 @@ def test_w005_stale_after_below_two_heartbeats(settings):
     assert "20 seconds or more" in messages[0].hint
 
 
+SQLITE = "django.db.backends.sqlite3"
+
+
+def test_w006_sqlite_without_immediate_transactions(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES, "default", {"ENGINE": SQLITE, "NAME": "db.sqlite3"})
+    messages = checks.check_sqlite_locking()
+    assert ids(messages) == ["django_tempstore.W006"]
+    assert '"transaction_mode": "IMMEDIATE"' in messages[0].hint
+    assert "journal_mode=WAL" in messages[0].hint
+
+
+def test_w006_not_raised_with_immediate_transactions(settings, monkeypatch):
+    options = {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    database = {"ENGINE": SQLITE, "NAME": "db.sqlite3", "OPTIONS": options}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
+def test_w006_not_raised_for_postgresql(settings, monkeypatch):
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_locking() == []
+
+
 def test_w005_not_raised_at_two_heartbeats(settings):
     settings.TEMPSTORE_HEARTBEAT_INTERVAL = timedelta(seconds=10)
     settings.TEMPSTORE_STALE_AFTER = timedelta(seconds=20)
@@ -185,6 +213,7 @@ def test_checks_are_registered_and_run_by_the_check_command(settings, tmp_path: 
         checks.check_middleware,
         checks.check_atomic_requests,
         checks.check_stale_after,
+        checks.check_sqlite_locking,
         checks.check_scanner,
         checks.check_digest,
     ):
@@ -205,8 +234,10 @@ def test_check_ids_are_unique_and_all_documented():
         "check_middleware",
         "check_atomic_requests",
         "check_stale_after",
+        "check_sqlite_locking",
         "check_scanner",
         "check_digest",
+        "check_settings",
     ):
         body = source.split(f"def {name}(")[1].split("\ndef ")[0]
         per_function[name] = set(re.findall(r'id="(django_tempstore\.[EW]\d{3})"', body))
@@ -218,11 +249,15 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.E002",
         "django_tempstore.E003",
         "django_tempstore.E004",
+        "django_tempstore.E005",
+        "django_tempstore.E006",
+        "django_tempstore.E007",
         "django_tempstore.W001",
         "django_tempstore.W002",
         "django_tempstore.W003",
         "django_tempstore.W004",
         "django_tempstore.W005",
+        "django_tempstore.W006",
     }
     reference = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
     for check_id in set(found):
@@ -237,3 +272,92 @@ def test_no_missing_migrations(db):
 
 class SubHandler(TempStoreUploadHandler):
     """A project's own subclass counts as the handler."""
+
+
+def test_missing_dir_whose_parents_are_missing_too_passes(settings, tmp_path: Path):
+    """The README's Setup: BASE_DIR / "tmp" / "uploads" in a fresh project, no tmp/ yet."""
+    settings.TEMPSTORE_DIR = tmp_path / "tmp" / "uploads"
+    assert checks.check_dir() == []
+
+
+def test_e001_nearest_existing_ancestor_is_a_file(settings, tmp_path: Path):
+    (tmp_path / "tmp").write_text("")
+    settings.TEMPSTORE_DIR = tmp_path / "tmp" / "a" / "uploads"
+    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+
+
+def test_dir_check_is_a_security_check():
+    assert checks.check_dir in registry.registry.get_checks(include_deployment_checks=False)
+    assert "security" in checks.check_dir.tags
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("TEMPSTORE_QUOTA", "1GB"),
+        ("TEMPSTORE_QUOTA_PER_KEY", 1.5),
+        ("TEMPSTORE_MAX_FILE_SIZE", True),
+        ("TEMPSTORE_CHUNK_SIZE", None),
+        ("TEMPSTORE_KEEP_TTL", "1h"),
+        ("TEMPSTORE_SHARED_DIR", "yes"),
+        ("TEMPSTORE_VALIDATORS", "myapp.Validator"),
+        ("TEMPSTORE_DIR", 5),
+    ],
+)
+def test_e005_setting_of_the_wrong_type(settings, name, value):
+    setattr(settings, name, value)
+    messages = checks.check_settings()
+    assert ids(messages) == ["django_tempstore.E005"]
+    assert name in messages[0].msg
+
+
+def test_quota_of_1gb_as_a_string_fails_the_check_command(settings):
+    settings.TEMPSTORE_QUOTA = "1GB"
+    err = StringIO()
+    with pytest.raises(Exception, match="E005"):
+        call_command("check", stdout=StringIO(), stderr=err)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("TEMPSTORE_QUOTA", 0),
+        ("TEMPSTORE_CHUNK_SIZE", 0),
+        ("TEMPSTORE_MIN_FREE_SPACE", -1),
+        ("TEMPSTORE_STALE_AFTER", timedelta(seconds=-5)),
+        ("TEMPSTORE_PROMOTE_RETRIES", -1),
+        ("TEMPSTORE_DATABASE", "nope"),
+    ],
+)
+def test_e006_setting_out_of_range(settings, name, value):
+    setattr(settings, name, value)
+    messages = checks.check_settings()
+    assert ids(messages) == ["django_tempstore.E006"]
+    assert name in messages[0].msg
+
+
+def test_valid_settings_of_every_kind_pass(settings, tmp_path: Path):
+    settings.TEMPSTORE_QUOTA = 1024**3
+    settings.TEMPSTORE_QUOTA_PER_KEY = None
+    settings.TEMPSTORE_KEEP_TTL = timedelta(hours=1)
+    settings.TEMPSTORE_STALE_AFTER = 600.0
+    settings.TEMPSTORE_DIR = str(tmp_path)
+    settings.TEMPSTORE_QUOTA_KEY = "django_tempstore.quota.user_key"
+    assert checks.check_settings() == []
+
+
+@pytest.mark.parametrize("value", ["no.such.module.func", 42])
+def test_e007_quota_key_is_not_a_callable(settings, value):
+    settings.TEMPSTORE_QUOTA_KEY = value
+    assert ids(checks.check_settings()) == ["django_tempstore.E007"]
+
+
+def test_every_check_message_has_a_hint(settings, tmp_path: Path):
+    settings.TEMPSTORE_QUOTA = "1GB"
+    settings.TEMPSTORE_CHUNK_SIZE = 0
+    settings.TEMPSTORE_QUOTA_KEY = 42
+    settings.TEMPSTORE_DIR = tmp_path / "file" / "x"
+    (tmp_path / "file").write_text("")
+    messages = checks.check_settings() + checks.check_dir()
+    assert len(messages) == 4
+    assert all(m.hint for m in messages)

@@ -20,7 +20,8 @@ from django.utils import timezone
 from django_tempstore import sweep as sweep_module
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from django_tempstore.storage import new_name
-from tests.servers import child_env, multipart, request_head, run_server, wait_until
+from tests.servers import child_env, run_server, wait_until
+from tests.utils import multipart, request_head
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

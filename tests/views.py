@@ -14,7 +14,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from django_tempstore.promotion import promote_later
+from django_tempstore.tasks import promote_later
 from django_tempstore.validators import (
     AllowedContentTypes,
     AllowedExtensions,

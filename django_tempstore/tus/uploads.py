@@ -31,7 +31,7 @@ from django_tempstore import lifecycle, quota, validators
 from django_tempstore.conf import conf
 from django_tempstore.exceptions import FileTooLarge, InsufficientStorage, UploadRejected
 from django_tempstore.files import TempStoreUploadedFile
-from django_tempstore.handlers import _track
+from django_tempstore.handlers import RequestScope
 from django_tempstore.models import State, TempUpload
 from django_tempstore.storage import create_temp
 
@@ -453,5 +453,5 @@ def claim(request: HttpRequest | None, upload_id: str | uuid.UUID) -> TempStoreU
     file = TempStoreUploadedFile(upload, fh, upload.original_name, upload.content_type, None)
     file.size = upload.size
     if request is not None:
-        _track(request, file)
+        RequestScope.of(request).track(file)
     return file
