@@ -163,7 +163,28 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("size"), ordering="size")
     def human_size(self, obj: TempUpload) -> str:
-        return binary_size(obj.size)
+        # While receiving, ``size`` is the bytes received so far (recorded at
+        # every quota block and heartbeat): a bar against the declared length.
+        if obj.state != State.RECEIVING:
+            return binary_size(obj.size)
+        if not obj.upload_length:
+            return format_html(
+                '<span class="tempstore-received">{}</span>',
+                _("%(size)s received") % {"size": binary_size(obj.size)},
+            )
+        percent = min(100, obj.size * 100 // obj.upload_length)
+        return format_html(
+            '<progress class="tempstore-progress" value="{}" max="{}"></progress> '
+            '<span class="tempstore-received">{}</span>',
+            obj.size,
+            obj.upload_length,
+            _("%(size)s of %(length)s (%(percent)d\xa0%%)")
+            % {
+                "size": binary_size(obj.size),
+                "length": binary_size(obj.upload_length),
+                "percent": percent,
+            },
+        )
 
     @admin.display(description=_("reserved"), ordering="reserved")
     def human_reserved(self, obj: TempUpload) -> str:

@@ -187,7 +187,12 @@ class TempStoreUploadHandler(FileUploadHandler):
         if size > self._covered:
             try:
                 with self._database(self.file):
-                    self._covered = quota.cover(upload, size, bound=self._bound)
+                    self._covered = quota.cover(upload, size, bound=self._bound, received=size)
+                if upload.size != size and start > 0:
+                    # Nothing was reserved (no quota, or already covered): record
+                    # the bytes received anyway, once per block, for the admin;
+                    # not on the first chunk, so a small upload costs nothing.
+                    self._next_heartbeat = 0.0
             except UploadRejected as exc:
                 self._abort(exc, exc.reason)
         self._validate("chunk", raw_data, start)

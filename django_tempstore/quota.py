@@ -141,7 +141,7 @@ class QuotaLedger(ABC):
     def scopes(self, key: str) -> list[tuple[str, int | None]]:
         """The (scope, limit) pairs an upload with quota key ``key`` reserves in, in lock order."""
 
-    def reserve(self, upload: TempUpload, nbytes: int) -> None:
+    def reserve(self, upload: TempUpload, nbytes: int, *, received: int | None = None) -> None:
         """Add ``nbytes`` to ``upload``'s reservation in every scope, or raise InsufficientStorage.
 
         One transaction: each scope's counter (conditional on its limit), in
@@ -149,7 +149,8 @@ class QuotaLedger(ABC):
         else UploadClosed). The resumable-upload endpoint calls this once per
         request with the bytes it is about to write to an existing row; the
         bytes go back with ``settle``/``lifecycle.close`` when the row closes,
-        or with ``unreserve`` earlier.
+        or with ``unreserve`` earlier. ``received``, when given, is recorded as
+        the row's ``size`` by the same UPDATE (the admin's live progress).
         """
         scopes = self.scopes(upload.quota_key)
         if nbytes <= 0 or not scopes:
@@ -160,13 +161,18 @@ class QuotaLedger(ABC):
                     for scope, limit in scopes:
                         if not _move_counter(nbytes, limit, scope):
                             raise _Full(scope)
-                    if not _rows().pending_row(upload.pk).update(reserved=F("reserved") + nbytes):
+                    fields: dict[str, Any] = {"reserved": F("reserved") + nbytes}
+                    if received is not None:
+                        fields["size"] = received
+                    if not _rows().pending_row(upload.pk).update(**fields):
                         raise UploadClosed()
             except _Full as full:
                 if _create_counter(full.scope):
                     continue
                 raise _refusal(full.scope) from None
             upload.reserved += nbytes
+            if received is not None:
+                upload.size = received
             return
         raise _refusal(SCOPE)
 
@@ -333,14 +339,17 @@ def check_free_space(nbytes: int = 0) -> None:
         )
 
 
-def cover(upload: TempUpload, size: int, *, bound: int | None = None) -> int:
+def cover(
+    upload: TempUpload, size: int, *, bound: int | None = None, received: int | None = None
+) -> int:
     """Make sure ``upload`` may hold ``size`` bytes; return how many it may hold.
 
     Called by the upload handler before it writes past what is covered. Takes a
     block (``BLOCK``, cut to ``bound``, the most the file can grow to) and, if
     the quota has no room for a block, exactly what is needed. Raises
     InsufficientStorage when even that does not fit, or when the temp disk
-    would go below ``TEMPSTORE_MIN_FREE_SPACE``.
+    would go below ``TEMPSTORE_MIN_FREE_SPACE``. ``received``, when given, is
+    recorded as the row's ``size`` by the UPDATE that reserves (no extra statement).
     """
     want = max(size, upload.reserved) + BLOCK
     if bound is not None:
@@ -351,11 +360,11 @@ def cover(upload: TempUpload, size: int, *, bound: int | None = None) -> int:
         return want
     if want > upload.reserved:
         try:
-            current.reserve(upload, want - upload.reserved)
+            current.reserve(upload, want - upload.reserved, received=received)
         except InsufficientStorage:
             if want == size:
                 raise
-            current.reserve(upload, size - upload.reserved)
+            current.reserve(upload, size - upload.reserved, received=received)
     return upload.reserved
 
 

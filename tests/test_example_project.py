@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,9 @@ def test_demo_migrates_prints_a_login_and_serves_site_and_admin(tmp_path):
         assert f"site:     http://127.0.0.1:{port}/" in output
         assert "login:    demo" in output
         assert "startup sweep: Deleted 0 temp files" in output
+        assert "Try next:" in output
+        assert "over 8\xa0MiB" in output
+        assert f"http://127.0.0.1:{port}/admin/django_tempstore/tempupload/" in output
 
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -105,9 +109,37 @@ def test_demo_takes_its_password_from_demo_password(tmp_path):
     )
 
     assert "password: letmein" in done.stdout
+    # Nothing serves: no address to open, and the way to serve instead.
+    assert "http://" not in done.stdout
+    assert "  site:" not in done.stdout
+    assert "Try next:" in done.stdout
+    assert "manage.py demo" in done.stdout
     with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
         (encoded,) = db.execute("select password from auth_user where username='demo'").fetchone()
     assert check_password("letmein", encoded)
+
+
+def test_demo_on_a_taken_port_says_so_before_printing_a_login(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "example_project/manage.py", "demo", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=example_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert done.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert f"127.0.0.1:{port + 1}" in done.stderr
+    assert "password" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    # Refused before anything was set up: no login was created.
+    assert not (tmp_path / "db.sqlite3").exists()
 
 
 def test_celery_app_schedules_the_sweep_task_by_name(tmp_path):

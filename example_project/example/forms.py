@@ -53,6 +53,10 @@ class ImageUploadForm(forms.Form):
     files = MultipleFileField(
         label="Images",
     )
+    later = forms.BooleanField(
+        label="Confirm later: keep the upload for an hour, store or drop it on the next page",
+        required=False,
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -10,6 +10,7 @@ from . import resumable, views
 
 urlpatterns = [
     path("", views.upload, name="upload"),
+    path("confirm/", views.confirm, name="confirm"),
     path("admin/", admin.site.urls),
     # Resumable uploads: any tus client pointed at http://127.0.0.1:8000/files/ works.
     path("files/", include("django_tempstore.tus.urls")),

@@ -10,13 +10,17 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
 from django_tempstore.exceptions import UploadRejected
+from django_tempstore.models import State, TempUpload
 from django_tempstore.units import binary_size
 
 from .forms import ImageUploadForm
 
 FOLDER = "photos"
+#: Session key of the uploads kept for the confirm page.
+KEPT = "example_kept_uploads"
 
 
 @dataclass
@@ -60,6 +64,17 @@ def upload(request: HttpRequest) -> HttpResponse:
     form = ImageUploadForm()
     if request.method == "POST":
         form = ImageUploadForm(request.POST, request.FILES)
+        if form.is_valid() and form.cleaned_data["later"]:
+            # Upload now, confirm later: the temp files outlive this request
+            # (TEMPSTORE_KEEP_TTL); the confirm page stores or drops them.
+            kept = request.session.get(KEPT, [])
+            for image in form.cleaned_data["files"]:
+                image.keep()
+                kept.append(str(image.temp_upload.pk))
+            request.session[KEPT] = kept
+            if wants_json(request):
+                return JsonResponse({"saved": [], "confirm": reverse("confirm")}, status=201)
+            return redirect("confirm")
         if form.is_valid():
             saved = []
             # All or nothing: if one persist fails, the rollback makes the
@@ -97,3 +112,28 @@ def refused(request: HttpRequest, refusal: UploadRejected) -> HttpResponse:
     # The body is consumed: an unbound form, and the refusal shown beside it.
     context = {"form": ImageUploadForm(), "images": stored_images(), "refusal": refusal}
     return render(request, "example/upload.html", context, status=refusal.status)
+
+
+def kept_uploads(request: HttpRequest) -> list[TempUpload]:
+    """This session's kept uploads that still wait (a sweep may have expired some)."""
+    ids = request.session.get(KEPT, [])
+    return list(TempUpload.objects.filter(pk__in=ids, state=State.KEPT).order_by("created_at"))
+
+
+def confirm(request: HttpRequest) -> HttpResponse:
+    """GET: the uploads kept for later. POST: store them (``persist``) or drop them."""
+    uploads = kept_uploads(request)
+    if request.method == "POST":
+        if request.POST.get("action") == "store":
+            with transaction.atomic():
+                for row in uploads:
+                    row.persist(f"{FOLDER}/{row.original_name or row.name}")
+            messages.success(request, f"Stored {len(uploads)} image(s).")
+        else:
+            for row in uploads:
+                row.discard(reason="dropped on the confirm page")
+            messages.info(request, f"Dropped {len(uploads)} upload(s).")
+        request.session.pop(KEPT, None)
+        return redirect("upload")
+    listed = [(row, binary_size(row.size)) for row in uploads]
+    return render(request, "example/confirm.html", {"uploads": listed})

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import socket
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tempstore.sweep import sweep
+from django_tempstore.units import binary_size
 
 USERNAME = "demo"
 
@@ -36,20 +40,41 @@ class Command(BaseCommand):
         )
 
     def handle(self, *, addrport: str, no_serve: bool, verbosity: int, **options: Any) -> None:
+        host, port = split_addrport(addrport)
+        if not no_serve:
+            # Before the login is printed: a banner for a site that never starts
+            # would send the user to whatever already listens there.
+            check_port_free(host, port)
         call_command("migrate", interactive=False, verbosity=max(0, verbosity - 1))
         password = self.demo_admin()
         # What a previous run left behind (a killed server, expired uploads) goes now.
         report = sweep(startup=True, trigger="startup")
-        host, _, port = addrport.rpartition(":")
-        base = f"http://{host or '127.0.0.1'}:{port}/"
-        self.stdout.write(
-            self.style.SUCCESS("django-tempstore example site\n")
-            + f"  site:     {base}\n"
-            + f"  admin:    {base}admin/\n"
-            + f"  login:    {USERNAME}\n"
-            + f"  password: {password}\n"
-            + f"  startup sweep: {report.summary()}\n"
+        lines = [self.style.SUCCESS("django-tempstore example site")]
+        if no_serve:
+            lines.append("  set up; not serving (--no-serve)")
+        else:
+            base = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+            lines += [f"  site:     {base}", f"  admin:    {base}admin/"]
+        lines += [
+            f"  login:    {USERNAME}",
+            f"  password: {password}",
+            f"  startup sweep: {report.summary()}",
+            "",
+            "Try next:",
+        ]
+        limit = binary_size(settings.TEMPSTORE_MAX_FILE_SIZE)
+        if no_serve:
+            lines.append("  - serve the site: python example_project/manage.py demo")
+        else:
+            lines += [
+                f"  - upload a few images on the site (up to {limit} each);",
+                f"  - upload a file over {limit}: the page says why it was refused (413);",
+                f"  - watch the uploads in the admin: {base}admin/django_tempstore/tempupload/",
+            ]
+        lines.append(
+            "  - sweep the temp dir by hand: python example_project/manage.py sweep_temp --dry-run"
         )
+        self.stdout.write("\n".join(lines) + "\n")
         if not no_serve:
             call_command("runserver", addrport, use_reloader=False)
 
@@ -68,3 +93,30 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         return password
+
+
+def split_addrport(addrport: str) -> tuple[str, int]:
+    """``"8000"``, ``"0.0.0.0:8000"`` or ``"[::1]:8000"`` as (host, port), as runserver reads it."""
+    host, sep, port = addrport.rpartition(":")
+    if not sep:
+        host, port = "", addrport
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"{addrport!r} is not an address and port, e.g. 127.0.0.1:8000.")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise CommandError if nothing can listen on ``host:port`` (taken, or not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As runserver binds: a port left in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"Port {port} on {host} is already in use: stop what listens there, "
+                    f"or pick another port, e.g. manage.py demo {host}:{port + 1}"
+                ) from None
+            raise CommandError(f"Cannot serve on {host}:{port}: {exc.strerror}.") from None

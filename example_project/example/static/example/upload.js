@@ -77,7 +77,12 @@
         showProgress(0);
       }
       if (xhr.status === 201) {
-        const saved = JSON.parse(xhr.responseText).saved;
+        const answer = JSON.parse(xhr.responseText);
+        if (answer.confirm) {
+          window.location.assign(answer.confirm);
+          return;
+        }
+        const saved = answer.saved;
         addImages(saved);
         status.textContent = "Stored " + saved.length + (saved.length === 1 ? " image." : " images.");
         status.className = "status ok";

@@ -1,0 +1,110 @@
+"""The admin shows a receiving upload's bytes grow while its body arrives (real gunicorn)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_tempstore.models import State, TempUpload
+from tests.servers import wait_until
+from tests.test_quota_server import gunicorn_with
+from tests.utils import content_type, multipart_head, multipart_one, request_head
+
+MiB = 1024 * 1024
+CHANGELIST = "/admin/django_tempstore/tempupload/"
+
+
+def shown_size(admin_client) -> str:
+    html = admin_client.get(CHANGELIST).content.decode()
+    found = re.search(r'<span class="tempstore-received">([^<]*) received</span>', html)
+    assert found, html
+    return found.group(1).replace("\xa0", " ")
+
+
+def receiving_size() -> int:
+    row = TempUpload.objects.filter(state=State.RECEIVING).first()
+    return row.size if row else -1
+
+
+@pytest.mark.server
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("quota", [None, 1024 * MiB])
+def test_receiving_row_shows_its_size_grow_mid_body(tmp_path, settings, admin_client, quota):
+    boundary = "b0undary7f3a"
+    declared = 64 * MiB
+    with (
+        gunicorn_with(tmp_path, settings, QUOTA=quota) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock,
+    ):
+        sock.sendall(request_head("/accept/", content_type(boundary), declared, server.port))
+        sock.sendall(multipart_head(boundary, "growing.bin") + os.urandom(10 * MiB))
+        # Far sooner than the 10 s heartbeat: recorded at each 4 MiB block.
+        assert wait_until(lambda: receiving_size() >= 4 * MiB, timeout=5)
+        first = shown_size(admin_client)
+        sock.sendall(os.urandom(20 * MiB))
+        assert wait_until(lambda: receiving_size() >= 20 * MiB, timeout=5)
+        second = shown_size(admin_client)
+        assert first != second
+        assert float(first.split()[0]) < float(second.split()[0])
+        assert first.endswith("MiB") and second.endswith("MiB")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("quota", [None, 1024 * MiB])
+def test_statements_per_upload(client, settings, quota, capsys):
+    settings.TEMPSTORE_QUOTA = quota
+    counts, progress = {}, {}
+    for size in (1 * MiB, 64 * MiB):
+        body = multipart_one("m.bin", b"x" * size)
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post("/accept/", body, content_type=content_type())
+        assert response.status_code == 200
+        counts[size // MiB] = len(queries)
+        progress[size // MiB] = [
+            q["sql"]
+            for q in queries.captured_queries
+            if q["sql"].startswith("UPDATE")
+            and '"size"' in q["sql"]
+            and '"reserved"' not in q["sql"]
+            and '"digest"' not in q["sql"]
+        ]
+    with capsys.disabled():
+        print(f"\nstatements per upload (1 MiB, 64 MiB), quota={quota}: {counts}")
+    if quota is None:
+        # No reservation to ride on: one UPDATE per 4 MiB block received.
+        assert 1 <= len(progress[64]) <= 64 // 4
+        assert len(progress[1]) <= 1
+    else:
+        # The size rides on the reservation's UPDATE: no statement added.
+        assert progress == {1: [], 64: []}
+
+
+@pytest.mark.django_db
+def test_a_declared_length_gets_a_progress_bar_in_list_and_detail(admin_client):
+    row = TempUpload.objects.create(
+        name="abc.upload",
+        original_name="resumable.bin",
+        host="web-1",
+        pid=1,
+        resumable=True,
+        upload_length=8 * MiB,
+        size=2 * MiB,
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    bar = '<progress class="tempstore-progress" value="2097152" max="8388608"></progress>'
+    listed = admin_client.get(CHANGELIST).content.decode()
+    detail = admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+    for html in (listed, detail):
+        assert bar in html
+        assert "2\xa0MiB of 8\xa0MiB (25\xa0%)" in html
+    row.state = State.COMPLETE
+    row.save()
+    listed = admin_client.get(CHANGELIST).content.decode()
+    assert "tempstore-progress" not in listed
