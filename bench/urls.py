@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("upload/", views.upload),
     path("stats/", views.stats),
     path("state/", views.state),
+    path("files/", include("django_tempstore.tus.urls")),
 ]

@@ -1,4 +1,5 @@
-"""System checks: ``django_tempstore.E001`` .. ``E007`` and ``W001`` .. ``W006``."""
+"""System checks: ``django_tempstore.E001`` .. ``E010`` and ``W001`` .. ``W007``, one id per
+condition."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             Error(
                 f"TEMPSTORE_DIR {path} is not a writable directory.",
                 hint="Give the user running Django write access, or choose another folder.",
-                id="django_tempstore.E001",
+                id="django_tempstore.E008",
             )
         ]
     reason = unsafe_dir_reason(st)
@@ -71,7 +72,7 @@ def check_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     f"Run 'chown $(id -u) {path} && chmod 700 {path}' as the user running "
                     "Django: other users could plant or swap temp files."
                 ),
-                id="django_tempstore.E002",
+                id="django_tempstore.E009",
             )
         ]
     return []
@@ -139,7 +140,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             Warning(
                 f"{MIDDLEWARE} is below {CSRF_MIDDLEWARE}, which may read the body first.",
                 hint=f"Move it above {CSRF_MIDDLEWARE}.",
-                id="django_tempstore.W003",
+                id="django_tempstore.W007",
             )
         ]
     return []
@@ -317,8 +318,8 @@ def _type_names(types: tuple[type, ...], nullable: bool) -> str:
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """The type (E005) and range (E006) of each ``TEMPSTORE_*`` setting, and
-    ``TEMPSTORE_QUOTA_KEY`` (E007)."""
+    """The type (E005) and range (E006) of each ``TEMPSTORE_*`` setting,
+    ``TEMPSTORE_DATABASE`` (E010) and ``TEMPSTORE_QUOTA_KEY`` (E007)."""
     errors: list[CheckMessage] = []
     for name, types, nullable, minimum in _SETTINGS:
         if not hasattr(settings, name):
@@ -356,7 +357,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             Error(
                 f"TEMPSTORE_DATABASE {database!r} is not an alias in DATABASES.",
                 hint="Set TEMPSTORE_DATABASE to one of: " + ", ".join(settings.DATABASES) + ".",
-                id="django_tempstore.E006",
+                id="django_tempstore.E010",
             )
         )
     key = getattr(settings, "TEMPSTORE_QUOTA_KEY", None)

@@ -48,19 +48,19 @@ def test_e001_dir_cannot_be_created(settings, tmp_path: Path):
     assert ids(checks.check_dir()) == ["django_tempstore.E001"]
 
 
-def test_e001_dir_is_a_file(settings, tmp_path: Path):
+def test_e008_dir_is_a_file(settings, tmp_path: Path):
     (tmp_path / "file").write_text("")
     settings.TEMPSTORE_DIR = tmp_path / "file"
-    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+    assert ids(checks.check_dir()) == ["django_tempstore.E008"]
 
 
-def test_e001_dir_is_not_writable(settings, tmp_path: Path):
+def test_e008_dir_is_not_writable(settings, tmp_path: Path):
     if os.geteuid() == 0:
         pytest.skip("root can write to a read-only directory")
     path = tmp_path / "ro"
     path.mkdir(mode=0o500)
     settings.TEMPSTORE_DIR = path
-    assert ids(checks.check_dir()) == ["django_tempstore.E001"]
+    assert ids(checks.check_dir()) == ["django_tempstore.E008"]
 
 
 def test_missing_dir_with_writable_parent_passes(settings, tmp_path: Path):
@@ -68,13 +68,22 @@ def test_missing_dir_with_writable_parent_passes(settings, tmp_path: Path):
     assert checks.check_dir() == []
 
 
-def test_e002_world_writable_dir(settings, tmp_path: Path):
+def test_e002_dir_is_a_symlink(settings, tmp_path: Path):
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    settings.TEMPSTORE_DIR = tmp_path / "link"
+    messages = checks.check_dir()
+    assert ids(messages) == ["django_tempstore.E002"]
+    assert "symbolic link" in messages[0].msg
+
+
+def test_e009_world_writable_dir(settings, tmp_path: Path):
     path = tmp_path / "open"
     path.mkdir()
     path.chmod(0o777)
     settings.TEMPSTORE_DIR = path
     messages = checks.check_dir()
-    assert ids(messages) == ["django_tempstore.E002"]
+    assert ids(messages) == ["django_tempstore.E009"]
     assert "chmod 700" in messages[0].hint
 
 
@@ -106,11 +115,11 @@ def test_w003_middleware_missing(settings):
     assert ids(checks.check_middleware()) == ["django_tempstore.W003"]
 
 
-def test_w003_middleware_below_csrf(settings):
+def test_w007_middleware_below_csrf(settings):
     rest = [m for m in settings.MIDDLEWARE if m != checks.MIDDLEWARE]
     settings.MIDDLEWARE = [*rest, checks.MIDDLEWARE]
     messages = checks.check_middleware()
-    assert ids(messages) == ["django_tempstore.W003"]
+    assert ids(messages) == ["django_tempstore.W007"]
     assert "below" in messages[0].msg
 
 
@@ -252,12 +261,16 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.E005",
         "django_tempstore.E006",
         "django_tempstore.E007",
+        "django_tempstore.E008",
+        "django_tempstore.E009",
+        "django_tempstore.E010",
         "django_tempstore.W001",
         "django_tempstore.W002",
         "django_tempstore.W003",
         "django_tempstore.W004",
         "django_tempstore.W005",
         "django_tempstore.W006",
+        "django_tempstore.W007",
     }
     reference = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
     for check_id in set(found):
@@ -326,7 +339,6 @@ def test_quota_of_1gb_as_a_string_fails_the_check_command(settings):
         ("TEMPSTORE_MIN_FREE_SPACE", -1),
         ("TEMPSTORE_STALE_AFTER", timedelta(seconds=-5)),
         ("TEMPSTORE_PROMOTE_RETRIES", -1),
-        ("TEMPSTORE_DATABASE", "nope"),
     ],
 )
 def test_e006_setting_out_of_range(settings, name, value):
@@ -334,6 +346,23 @@ def test_e006_setting_out_of_range(settings, name, value):
     messages = checks.check_settings()
     assert ids(messages) == ["django_tempstore.E006"]
     assert name in messages[0].msg
+
+
+def test_e010_database_is_not_an_alias(settings):
+    settings.TEMPSTORE_DATABASE = "nope"
+    messages = checks.check_settings()
+    assert ids(messages) == ["django_tempstore.E010"]
+    assert "TEMPSTORE_DATABASE" in messages[0].msg
+
+
+def test_each_check_id_is_used_for_one_condition_only():
+    """Each ``id="django_tempstore.…"`` literal appears once in checks.py: a second
+    condition gets a new id, never a reused one."""
+    source = Path(checks.__file__).read_text()
+    literals = re.findall(r'id="(django_tempstore\.[^"]*)"', source)
+    assert literals
+    repeated = sorted({i for i in literals if literals.count(i) > 1})
+    assert repeated == []
 
 
 def test_valid_settings_of_every_kind_pass(settings, tmp_path: Path):

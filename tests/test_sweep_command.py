@@ -140,4 +140,4 @@ def test_exit_status_for_cron(settings, tmp_path):
         cwd=ROOT, env=child_env(TEMPSTORE_DIR=str(not_a_dir)), capture_output=True, text=True,
     )  # fmt: skip
     assert checked.returncode == 1
-    assert "django_tempstore.E001" in checked.stderr
+    assert "django_tempstore.E008" in checked.stderr

@@ -50,6 +50,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "example.resumable.tus_client",
             ]
         },
     }
@@ -65,6 +66,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
+#: tus-js-client, when ``npm ci`` ran at the repository root; without it the page posts the form.
+TUS_JS_CLIENT_DIR = Path(
+    os.environ.get("EXAMPLE_TUS_JS_DIR")
+    or BASE_DIR.parent / "node_modules" / "tus-js-client" / "dist"
+)
+EXAMPLE_TUS_CLIENT = (TUS_JS_CLIENT_DIR / "tus.min.js").is_file()
+STATICFILES_DIRS = [("tus-js-client", TUS_JS_CLIENT_DIR)] if EXAMPLE_TUS_CLIENT else []
 MEDIA_URL = "media/"
 MEDIA_ROOT = DATA_DIR / "media"
 
