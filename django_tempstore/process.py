@@ -14,7 +14,8 @@ def _read(path: str) -> str:
         return fh.read()
 
 
-def _start_ticks(pid: int) -> str | None:
+def start_ticks(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot); None if it is gone or a zombie."""
     try:
         data = _read(f"/proc/{pid}/stat")
     except OSError:
@@ -49,7 +50,7 @@ def identity() -> str:
 def _identity(pid: int) -> str:
     # Cached by pid: a forked worker has a new pid, so a fresh entry.
     machine = _machine()
-    start = _start_ticks(pid)
+    start = start_ticks(pid)
     if machine is None or start is None:
         return ""
     return f"{machine}:{start}"
@@ -66,9 +67,9 @@ def is_gone(pid: int, recorded: str) -> bool | None:
         return None
     if pid <= 0:
         return True
-    start = _start_ticks(pid)
+    start = start_ticks(pid)
     # A pid that now belongs to a younger process is the old one gone.
     return start is None or f"{machine}:{start}" != recorded
 
 
-__all__ = ["identity", "is_gone"]
+__all__ = ["identity", "is_gone", "start_ticks"]

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from django_tempstore import quota
+from django_tempstore import process, quota
 from django_tempstore.models import State, TempUpload
 from django_tempstore.sweep import sweep
 from django_tempstore.tus import uploads
+from tests.servers import wait_until
 from tests.tus_utils import TUS, checksum, create, head, metadata, patch, upload_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -383,3 +384,30 @@ def test_a_png_passes_the_early_and_final_checks(client, settings):
     assert patch(client, path, png[:9000], 0).status_code == 204
     assert patch(client, path, png[9000:], 9000).status_code == 204
     assert row(created).state == State.COMPLETE
+
+
+def test_lock_of_a_zombie_is_taken_over(client):
+    # A worker killed with its arbiter is reparented, and may never be reaped
+    # where PID 1 does not reap: it still answers kill(pid, 0) but holds nothing.
+    created = create(client, 100)
+    zombie = subprocess.Popen(["true"])
+    assert wait_until(lambda: process.start_ticks(zombie.pid) is None)
+    os.kill(zombie.pid, 0)  # Not reaped: the signal still reaches it.
+    TempUpload.objects.update(
+        lock_owner=f"{uploads.conf.HOSTNAME}:{zombie.pid}:x",
+        locked_until=timezone.now() + timedelta(minutes=1),
+    )
+    assert patch(client, upload_path(created), b"x", 0).status_code == 204
+    zombie.wait()
+    assert row(created).lock_owner == ""
+
+
+def test_lock_of_a_reused_pid_is_taken_over(client):
+    # The token records when its process started: a live process that started
+    # later under the same pid is not the holder.
+    created = create(client, 100)
+    TempUpload.objects.update(
+        lock_owner=f"{uploads.conf.HOSTNAME}:{os.getppid()}.1:x",
+        locked_until=timezone.now() + timedelta(minutes=1),
+    )
+    assert patch(client, upload_path(created), b"x", 0).status_code == 204

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
-from django_tempstore import lifecycle, quota, validators
+from django_tempstore import lifecycle, process, quota, validators
 from django_tempstore.conf import conf
 from django_tempstore.exceptions import FileTooLarge, InsufficientStorage, UploadRejected
 from django_tempstore.files import TempStoreUploadedFile
@@ -179,26 +179,37 @@ def _receiving(upload: TempUpload) -> QuerySet[TempUpload]:
 
 
 def _holder_is_dead(owner: str) -> bool:
-    """True if ``owner`` ("host:pid:token") is a process of this host that is gone."""
+    """True if ``owner`` ("host:pid[.start]:token") is a process of this host that is gone.
+
+    A zombie counts as gone (a killed worker whose arbiter died too may never be
+    reaped), and so does a pid that now belongs to a process started later.
+    """
     try:
-        host, pid, _token = owner.rsplit(":", 2)
+        host, who, _token = owner.rsplit(":", 2)
+        pid, _, started = who.partition(".")
         number = int(pid)
     except ValueError:
         return True
     if host != conf.HOSTNAME or number == os.getpid():
         return False
-    try:
-        os.kill(number, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    now = process.start_ticks(number)
+    if now is None:
+        try:
+            os.kill(number, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        # It answers signals: a zombie if /proc shows it without a start time,
+        # alive where there is no /proc to ask.
+        return os.path.isdir(f"/proc/{number}")
+    return bool(started) and now != started
 
 
 def acquire(upload: TempUpload) -> str:
     """Take ``upload``'s lock and return its token; raise 423 while a live request holds it."""
-    token = f"{conf.HOSTNAME}:{os.getpid()}:{secrets.token_hex(8)}"
+    me = os.getpid()
+    token = f"{conf.HOSTNAME}:{me}.{process.start_ticks(me) or ''}:{secrets.token_hex(8)}"
     now = timezone.now()
     values = {"lock_owner": token, "locked_until": now + conf.TUS_LOCK_TIMEOUT}
     rows = _receiving(upload)
