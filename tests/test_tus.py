@@ -411,3 +411,17 @@ def test_lock_of_a_reused_pid_is_taken_over(client):
         locked_until=timezone.now() + timedelta(minutes=1),
     )
     assert patch(client, upload_path(created), b"x", 0).status_code == 204
+
+
+def test_creation_is_bounded_by_the_users_own_quota(client, settings, django_user_model):
+    settings.TEMPSTORE_QUOTA_PER_KEY = 1000
+    first = django_user_model.objects.create_user("first", password="x")
+    second = django_user_model.objects.create_user("second", password="x")
+    client.force_login(first)
+    assert create(client, 800).status_code == 201
+    refused = create(client, 800)
+    assert refused.status_code == 507
+    assert "Your upload quota" in refused.content.decode()
+    client.force_login(second)
+    assert create(client, 800).status_code == 201
+    assert quota.counter_value(f"key:user:{second.pk}") == 800
