@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
-from django.template.defaultfilters import filesizeformat
 from django.utils.datastructures import MultiValueDict
 from django.views.decorators.http import require_POST
 
@@ -13,7 +10,7 @@ from django_tempstore.tus import claim
 from django_tempstore.tus.uploads import ClaimError
 
 from .forms import ImageUploadForm
-from .views import FOLDER
+from .views import persist_all
 
 
 @require_POST
@@ -30,19 +27,7 @@ def finish(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         errors = [str(e) for errors in form.errors.values() for e in errors]
         return JsonResponse({"errors": errors}, status=422)
-    saved = []
-    with transaction.atomic():
-        for image in form.cleaned_data["files"]:
-            final = image.persist(f"{FOLDER}/{image.name}")
-            saved.append(
-                {
-                    "name": final.rsplit("/", 1)[-1],
-                    "url": default_storage.url(final),
-                    "size": image.size,
-                    "human_size": filesizeformat(image.size),
-                    "sha256": image.sha256,
-                }
-            )
+    saved = persist_all(form.cleaned_data["files"])
     return JsonResponse({"saved": saved}, status=201)
 
 

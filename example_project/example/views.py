@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.contrib import messages
 from django.core.files.storage import default_storage
@@ -76,21 +77,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 return JsonResponse({"saved": [], "confirm": reverse("confirm")}, status=201)
             return redirect("confirm")
         if form.is_valid():
-            saved = []
-            # All or nothing: if one persist fails, the rollback makes the
-            # request's end delete what was already stored.
-            with transaction.atomic():
-                for image in form.cleaned_data["files"]:
-                    final = image.persist(f"{FOLDER}/{image.name}")
-                    saved.append(
-                        {
-                            "name": final.rsplit("/", 1)[-1],
-                            "url": default_storage.url(final),
-                            "size": image.size,
-                            "human_size": binary_size(image.size),
-                            "sha256": image.sha256,
-                        }
-                    )
+            saved = persist_all(form.cleaned_data["files"])
             if wants_json(request):
                 return JsonResponse({"saved": saved}, status=201)
             messages.success(request, f"Stored {len(saved)} image(s).")
@@ -105,6 +92,28 @@ def upload(request: HttpRequest) -> HttpResponse:
     return render(
         request, "example/upload.html", {"form": form, "images": stored_images()}, status=status
     )
+
+
+def persist_all(images: list[Any]) -> list[dict[str, Any]]:
+    """Persist ``images`` all or nothing and describe what was stored.
+
+    If one persist fails, the rollback makes the request's end delete what was
+    already stored.
+    """
+    saved = []
+    with transaction.atomic():
+        for image in images:
+            final = image.persist(f"{FOLDER}/{image.name}")
+            saved.append(
+                {
+                    "name": final.rsplit("/", 1)[-1],
+                    "url": default_storage.url(final),
+                    "size": image.size,
+                    "human_size": binary_size(image.size),
+                    "sha256": image.sha256,
+                }
+            )
+    return saved
 
 
 def refused(request: HttpRequest, refusal: UploadRejected) -> HttpResponse:
