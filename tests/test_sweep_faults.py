@@ -21,20 +21,12 @@ from django_tempstore import sweep as sweep_module
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from django_tempstore.storage import new_name
 from tests.servers import child_env, run_server, wait_until
-from tests.utils import multipart, request_head
+from tests.utils import multipart, pid_gone, request_head
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MiB = 1024 * 1024
 QUOTA = 20 * MiB
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.mark.server

@@ -14,19 +14,11 @@ from django.utils import timezone
 from django_tempstore.models import QuotaCounter, State, SweepRun, TempUpload
 from tests.conftest import temp_files
 from tests.servers import run_server, wait_until
-from tests.utils import multipart, request_head
+from tests.utils import multipart, pid_gone, request_head
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
 QUOTA = 10**9
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.mark.parametrize(

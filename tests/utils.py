@@ -13,6 +13,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.dispatch import Signal
 
+from django_tempstore import process
+
 OCTET_STREAM = "application/octet-stream"
 
 # Uploads
@@ -181,3 +183,8 @@ def require_marker(marker: str, what: str) -> None:
             f"(or use a fixture declared with @starts({marker!r}))",
             pytrace=False,
         )
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` has ended, a zombie included (nothing here may reap it)."""
+    return process.start_ticks(pid) is None
