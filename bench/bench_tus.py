@@ -34,6 +34,7 @@ from bench.run import (
     migrate,
     server_env,
     upload,
+    wait_for_server,
 )
 
 TUS = "Tus-Resumable: 1.0.0\r\n"
@@ -127,17 +128,7 @@ def node_server(directory: Path) -> Iterator[int]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"node exited with {proc.returncode}")
-            try:
-                get(port, "/stats/")
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_server(port, proc, "node", timeout=30)
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):

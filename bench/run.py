@@ -173,6 +173,21 @@ def server_env(work: Path, db: str, pg_name: str, handlers: str, digest: str) ->
     return env
 
 
+def wait_for_server(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Return once ``GET /stats/`` answers on ``port``; raise if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}, see its log")
+        try:
+            get(port, "/stats/")
+            return
+        except (OSError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]:
     port = free_port()
@@ -187,17 +202,7 @@ def gunicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]
             start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {proc.returncode}, see its log")
-            try:
-                get(port, "/stats/")
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_server(port, proc, "gunicorn", timeout=60)
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):
