@@ -115,8 +115,17 @@ def log_in(page, site) -> None:
     page.wait_for_selector("#tempstore-summary")
 
 
-def bar_value(page) -> int:
-    return int(page.eval_on_selector("progress.tempstore-progress", "bar => bar.value"))
+SAMPLE = """() => {
+    const bar = document.querySelector("progress.tempstore-progress");
+    const text = document.querySelector(".tempstore-live .tempstore-received");
+    return bar && text ? [bar.value, text.textContent] : null;
+}"""
+
+
+def bar_value(page) -> int | None:
+    """The bar's value, or None once the upload is done (the script removes the bar)."""
+    sample = page.evaluate(SAMPLE)
+    return None if sample is None else int(sample[0])
 
 
 def test_admin_list_and_detail_show_a_slow_upload_grow_without_a_reload(site, browser, admin_user):
@@ -168,10 +177,13 @@ def test_admin_list_and_detail_show_a_slow_upload_grow_without_a_reload(site, br
     seen = [0]
     texts = set()
     while sender.is_alive():
-        value = bar_value(page)
+        sample = page.evaluate(SAMPLE)  # one read: the bar and its text together
+        if sample is None:  # complete before the response reached the sender
+            break
+        value = int(sample[0])
         if value != seen[-1]:
             seen.append(value)
-            texts.add(row.locator(".tempstore-received").inner_text())
+            texts.add(sample[1])
             if len(seen) == 3:
                 screenshot(page, "admin-live-receiving")
                 screenshot(detail, "admin-live-receiving-detail")
@@ -196,6 +208,8 @@ def test_admin_list_and_detail_show_a_slow_upload_grow_without_a_reload(site, br
     detail.wait_for_function(
         "document.querySelector('.tempstore-live').dataset.tempstoreState === 'complete'"
     )
+    assert detail.inner_text(".field-state .readonly") == "complete"
+    assert detail.inner_text(".field-human_size .readonly") == "6\xa0MiB"
     for each in (page, detail):
         assert each.evaluate("window.tempstoreNotReloaded") is True
     screenshot(page, "admin-live-complete")

@@ -33,6 +33,12 @@
         state.textContent = row.state_label;
         state.className = "tempstore-state tempstore-state-" + row.state;
       }
+      // The detail page: the read-only "state" field of the same form.
+      var form = !cells && live.closest("form");
+      var field = form && form.querySelector(".field-state .readonly");
+      if (field) {
+        field.textContent = row.state_label;
+      }
       return;
     }
     if (row.upload_length) {
