@@ -395,7 +395,6 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
     storage = _unwrap(default_storage if storage is None else storage)
     if upload.state not in Transitions.PERSIST.sources:
         raise UploadStateError(f"Cannot persist upload {upload.pk} in state {upload.state!r}.")
-    alias = _atomic_alias()
     label = storage_label(storage)
     try:
         if _plain_filesystem(storage):
@@ -422,6 +421,7 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
         storage.delete(final)
         raise UploadStateError(f"Upload {upload.pk} was closed while it was being persisted.")
 
+    alias = _atomic_alias()
     if alias is not None:
         UndoLog.of(alias).add(Uncommitted(upload, storage, final, alias))
     else:
