@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.db.models.expressions import Combinable
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -75,6 +77,23 @@ def human_duration(delta: timedelta) -> str:
     return timesince(timezone.now() - delta, timezone.now())
 
 
+#: The most rows progress_view() answers about at once.
+PROGRESS_ROWS = 200
+
+
+def size_text(upload: TempUpload) -> str:
+    """The size column's text: received so far (of the declared length) while receiving."""
+    if upload.state != State.RECEIVING:
+        return binary_size(upload.size)
+    if not upload.upload_length:
+        return _("%(size)s received") % {"size": binary_size(upload.size)}
+    return _("%(size)s of %(length)s (%(percent)d\xa0%%)") % {
+        "size": binary_size(upload.size),
+        "length": binary_size(upload.upload_length),
+        "percent": min(100, upload.size * 100 // upload.upload_length),
+    }
+
+
 @admin.register(TempUpload)
 class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
@@ -93,6 +112,11 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     date_hierarchy = "created_at"
     list_select_related = ["user"]
     actions = ["delete_now", "extend_expiry", "sweep_now"]
+
+    class Media:
+        # Refreshes the size of receiving rows in place (list and detail pages).
+        js = ["django_tempstore/admin/progress.js"]
+
     fieldsets = [
         (
             None,
@@ -164,26 +188,27 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("size"), ordering="size")
     def human_size(self, obj: TempUpload) -> str:
         # While receiving, ``size`` is the bytes received so far (recorded at
-        # every quota block and heartbeat): a bar against the declared length.
+        # every quota block and heartbeat): a bar against the declared length,
+        # which progress.js refreshes from progress_view() until it is done.
         if obj.state != State.RECEIVING:
             return binary_size(obj.size)
         if not obj.upload_length:
-            return format_html(
+            inner = format_html('<span class="tempstore-received">{}</span>', size_text(obj))
+        else:
+            inner = format_html(
+                '<progress class="tempstore-progress" value="{}" max="{}"></progress> '
                 '<span class="tempstore-received">{}</span>',
-                _("%(size)s received") % {"size": binary_size(obj.size)},
+                obj.size,
+                obj.upload_length,
+                size_text(obj),
             )
-        percent = min(100, obj.size * 100 // obj.upload_length)
         return format_html(
-            '<progress class="tempstore-progress" value="{}" max="{}"></progress> '
-            '<span class="tempstore-received">{}</span>',
-            obj.size,
-            obj.upload_length,
-            _("%(size)s of %(length)s (%(percent)d\xa0%%)")
-            % {
-                "size": binary_size(obj.size),
-                "length": binary_size(obj.upload_length),
-                "percent": percent,
-            },
+            '<span class="tempstore-live" data-tempstore-upload="{}" '
+            'data-tempstore-state="{}" data-tempstore-progress-url="{}">{}</span>',
+            obj.pk,
+            obj.state,
+            self.progress_url(),
+            inner,
         )
 
     @admin.display(description=_("reserved"), ordering="reserved")
@@ -191,10 +216,11 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return binary_size(obj.reserved)
 
     @admin.display(description=_("expires at"), ordering="expires_at")
-    def expiry(self, obj: TempUpload) -> datetime | str:
+    def expiry(self, obj: TempUpload) -> str:
         # A terminal row never expires: TEMPSTORE_HISTORY removes it.
         if obj.is_pending and obj.expires_at is not None:
-            return obj.expires_at
+            # Formatted here: the detail page would show a bare str(datetime).
+            return display_for_value(obj.expires_at, "—")
         return "—"
 
     @admin.display(description=_("state"), ordering="pending_rank")
@@ -274,9 +300,50 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return self.sweep_confirmation(request)
 
     def get_urls(self) -> list[URLPattern]:
-        name = f"{self.opts.app_label}_{self.opts.model_name}_sweep"
-        sweep_url = path("sweep/", self.admin_site.admin_view(self.sweep_view), name=name)
-        return [sweep_url, *super().get_urls()]
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        view = self.admin_site.admin_view
+        return [
+            path("sweep/", view(self.sweep_view), name=f"{prefix}_sweep"),
+            path("progress/", view(self.progress_view), name=f"{prefix}_progress"),
+            *super().get_urls(),
+        ]
+
+    def progress_url(self) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_progress",
+            current_app=self.admin_site.name,
+        )
+
+    def progress_view(self, request: HttpRequest) -> JsonResponse:
+        """JSON for progress.js: the rows named by ``?id=`` (any state), else the pending ones.
+
+        Each row: ``id``, ``state``, ``state_label``, ``size`` (bytes received so
+        far while receiving), ``upload_length`` (declared, or null) and ``text``
+        (what the size column shows).
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = TempUpload.objects.using(conf.DATABASE).only("id", "state", "size", "upload_length")
+        ids = request.GET.getlist("id")[:PROGRESS_ROWS]
+        if ids:
+            try:
+                rows = rows.filter(pk__in=[uuid.UUID(value) for value in ids])
+            except ValueError:
+                return JsonResponse({"error": "id must be an upload id"}, status=400)
+        else:
+            rows = rows.pending().order_by("-created_at")[:PROGRESS_ROWS]
+        uploads = [
+            {
+                "id": str(row.pk),
+                "state": row.state,
+                "state_label": row.get_state_display(),
+                "size": row.size,
+                "upload_length": row.upload_length,
+                "text": size_text(row),
+            }
+            for row in rows
+        ]
+        return JsonResponse({"uploads": uploads})  # admin_view() adds never_cache
 
     def sweep_url(self) -> str:
         return reverse(

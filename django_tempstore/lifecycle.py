@@ -9,6 +9,8 @@ double-send a signal. Every ending is an ``Outcome`` that goes through ``end()``
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ from .storage import (
 )
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.dispatch import Signal
     from django.http import HttpRequest
 
@@ -386,7 +389,8 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
 
     A partial file never appears under the final name and no existing file is
     overwritten. Inside a transaction, the temp file is removed on commit; if the
-    transaction rolls back, the request's end removes what was stored.
+    transaction rolls back, what was stored is deleted (``UndoLog``), in a request
+    or not.
     """
     storage = _unwrap(default_storage if storage is None else storage)
     if upload.state not in Transitions.PERSIST.sources:
@@ -419,20 +423,150 @@ def persist(upload: TempUpload, name: str, storage: Storage | None = None) -> st
 
     alias = _atomic_alias()
     if alias is not None:
-        upload._tempstore_uncommitted = (storage, final, alias)  # type: ignore[attr-defined]
-
-        def committed() -> None:
-            upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-            unlink_temp(upload.name)
-            # Only now: a rollback undoes the persist, and receivers must not
-            # act on a file that is about to be deleted.
-            _announce_persisted(upload, final, storage)
-
-        transaction.on_commit(committed, using=alias)
+        UndoLog.of(alias).add(Uncommitted(upload, storage, final, alias))
     else:
-        unlink_temp(upload.name)
-        _announce_persisted(upload, final, storage)
+        _finish_persist(upload, final, storage)
     return final
+
+
+def _finish_persist(upload: TempUpload, name: str, storage: Storage) -> None:
+    unlink_temp(upload.name)
+    # Only now (after the commit): receivers must not act on a file that a
+    # rollback is about to delete.
+    _announce_persisted(upload, name, storage)
+
+
+@dataclass(eq=False)
+class Uncommitted:
+    """A persist made inside a transaction that has neither committed nor rolled back yet."""
+
+    upload: TempUpload
+    storage: Storage
+    name: str
+    alias: str
+    #: Set by its on_commit() callback, which Django drops if its savepoint rolls back.
+    survived: bool = False
+    settled: bool = False
+
+
+class UndoLog:
+    """The uncommitted persists of one connection: finished on commit, undone on rollback.
+
+    Django has no rollback hook. Each persist registers two callbacks: a marker
+    through ``on_commit()``, which Django drops when a savepoint around the
+    persist rolls back, and a check outside every savepoint, which runs when the
+    outermost block commits: it finishes the persist if the marker ran, else
+    undoes it. A rollback of the outermost block drops both; so while the log
+    holds persists it wraps this connection's ``set_autocommit()``, which Django
+    calls as the outermost block ends, and undoes what is left once autocommit is
+    back after a rollback; and its ``close()``, for a connection lost mid-transaction.
+    A request scope's end settles what is still open (``rollback_uncommitted``).
+    """
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+        self.entries: list[Uncommitted] = []
+
+    @classmethod
+    def of(cls, alias: str) -> UndoLog:
+        connection = connections[alias]
+        log: UndoLog | None = getattr(connection, "_tempstore_undo_log", None)
+        if log is None:
+            log = connection._tempstore_undo_log = cls(connection)  # type: ignore[attr-defined]
+        return log
+
+    def add(self, entry: Uncommitted) -> None:
+        if not self.entries:
+            # Instance attributes shadow the methods, for this connection only,
+            # until the last entry is settled.
+            self.connection.set_autocommit = self._set_autocommit  # type: ignore[method-assign]
+            self.connection.close = self._close  # type: ignore[method-assign]
+        self.entries.append(entry)
+        entry.upload._tempstore_uncommitted = entry  # type: ignore[attr-defined]
+        self.connection.on_commit(functools.partial(setattr, entry, "survived", True))
+        # Outside every savepoint (on_commit() would tie it to the current ones),
+        # and after the marker: so it runs on any commit of the outermost block.
+        check = functools.partial(self._committed, entry)
+        # (savepoint ids, callback, robust): Django 4.2's format; the stubs lag behind.
+        self.connection.run_on_commit.append((set(), check, False))  # type: ignore[arg-type]
+
+    def _committed(self, entry: Uncommitted) -> None:
+        if entry.settled:
+            return
+        self.settle(entry)
+        if entry.survived:
+            _finish_persist(entry.upload, entry.name, entry.storage)
+        else:
+            # A savepoint around the persist rolled back; the rest committed.
+            _undo(entry)
+
+    def _set_autocommit(self, autocommit: bool, *args: Any, **kwargs: Any) -> None:
+        connection = self.connection
+        # Set by commit(), cleared once the commit's callbacks have run.
+        committed = connection.run_commit_hooks_on_set_autocommit_on
+        try:
+            type(connection).set_autocommit(connection, autocommit, *args, **kwargs)
+        finally:
+            if autocommit and not connection.in_atomic_block:
+                # After a commit, a check is left only if another callback raised
+                # first: that persist stands (the sweep removes its temp file).
+                for entry in list(self.entries):
+                    self.settle(entry)
+                    if not committed:
+                        _undo_logged(entry)
+
+    def _close(self) -> None:
+        in_transaction = self.connection.in_atomic_block
+        try:
+            type(self.connection).close(self.connection)
+        finally:
+            if in_transaction:  # The database rolls the transaction back.
+                for entry in list(self.entries):
+                    self.settle(entry)
+                    _undo_logged(entry, query=False)
+
+    def settle(self, entry: Uncommitted) -> None:
+        """Take ``entry`` out of the log (done with, one way or the other)."""
+        entry.settled = True
+        entry.upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):
+            self.entries.remove(entry)
+        if not self.entries:
+            for name in ("set_autocommit", "close"):
+                self.connection.__dict__.pop(name, None)
+
+
+def _undo_logged(entry: Uncommitted, *, query: bool = True) -> None:
+    try:
+        _undo(entry, query=query)
+    except Exception:
+        # Never masks the error that rolled the transaction back.
+        logger.exception("django-tempstore could not undo the persist of %s", entry.upload.pk)
+
+
+def _undo(entry: Uncommitted, *, query: bool = True) -> None:
+    """Delete what a rolled-back persist stored; close the row if its change had committed.
+
+    ``query=False``: the transaction's connection is gone, so ``upload`` is not read again.
+    """
+    upload = entry.upload
+    entry.storage.delete(entry.name)
+    if entry.alias == conf.DATABASE:
+        # The row's change rolled back with the rest: pending again, with its reservation.
+        if query:
+            with contextlib.suppress(TempUpload.DoesNotExist):  # A test's rows roll back too.
+                upload.refresh_from_db(using=conf.DATABASE)
+        return
+    # The row was closed on TEMPSTORE_DATABASE, outside the transaction that
+    # rolled back: undo the persist by hand.
+    end(
+        upload,
+        Outcomes.UNDO,
+        "the transaction that persisted it rolled back",
+        where={"persisted_name": entry.name},
+        fields={"persisted_name": "", "persisted_storage": ""},
+    )
+    upload.refresh_from_db(using=conf.DATABASE)
 
 
 def _atomic_alias() -> str | None:
@@ -519,26 +653,18 @@ def _file_mode(storage: FileSystemStorage) -> int:
 
 
 def rollback_uncommitted(upload: TempUpload) -> None:
-    """Undo a persist whose transaction rolled back (called at request end)."""
-    pending = getattr(upload, "_tempstore_uncommitted", None)
-    if not pending:
+    """At a request's end: undo a persist of ``upload`` whose transaction is still unsettled.
+
+    Its savepoint rolled back while an outer transaction is still open (a test's);
+    a persist that is still in the row is left to that transaction's end.
+    """
+    entry: Uncommitted | None = getattr(upload, "_tempstore_uncommitted", None)
+    if entry is None or entry.settled:
         return
-    storage, final, alias = pending
-    upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-    if alias == conf.DATABASE:
-        # The row's change rolled back with the rest.
+    log = UndoLog.of(entry.alias)
+    if entry.alias == conf.DATABASE:
         upload.refresh_from_db(using=conf.DATABASE)
-        if upload.state != State.PERSISTED:
-            storage.delete(final)
-        return
-    # The row was closed on TEMPSTORE_DATABASE, outside the transaction that
-    # rolled back (its on_commit never ran): undo the persist by hand.
-    storage.delete(final)
-    end(
-        upload,
-        Outcomes.UNDO,
-        "the transaction that persisted it rolled back",
-        where={"persisted_name": final},
-        fields={"persisted_name": "", "persisted_storage": ""},
-    )
-    upload.refresh_from_db(using=conf.DATABASE)
+        if upload.state == State.PERSISTED:
+            return
+    log.settle(entry)
+    _undo(entry)

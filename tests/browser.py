@@ -44,14 +44,16 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def example_site(log_dir: Path) -> Iterator[Server]:
+def example_site(log_dir: Path, *, args: tuple[str, ...] = (), **env: str) -> Iterator[Server]:
     """The example project under gunicorn, on the test database and folders."""
     pythonpath = os.pathsep.join([str(ROOT / "example_project"), str(ROOT)])
     with run_server(
         "gunicorn",
         log_dir,
+        args=args,
         DJANGO_SETTINGS_MODULE="tests.example_settings",
         PYTHONPATH=pythonpath,
+        **env,
     ) as server:
         yield server
 

@@ -340,3 +340,16 @@ def test_terminal_rows_show_no_expiry(client, admin_client):
     shown = re.search(r'field-expiry.*?class="readonly">(.*?)</div>', detail, re.DOTALL)
     assert shown is not None
     assert shown.group(1).strip() == "—"
+
+
+def test_detail_page_formats_the_expiry_as_the_list_does(client, admin_client):
+    kept = kept_upload(client, "later.bin")
+
+    detail = admin_client.get(f"{CHANGELIST}{kept.pk}/change/").content.decode()
+    listing = admin_client.get(CHANGELIST).content.decode()
+
+    shown = re.search(r'field-expiry.*?class="readonly">(.*?)</div>', detail, re.DOTALL)
+    assert shown is not None
+    assert str(kept.expires_at.year) in shown.group(1)
+    assert str(kept.expires_at) not in detail  # not "2026-12-03 03:25:27.766785+00:00"
+    assert f'class="field-expiry">{shown.group(1).strip()}<' in listing

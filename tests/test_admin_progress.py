@@ -108,3 +108,96 @@ def test_a_declared_length_gets_a_progress_bar_in_list_and_detail(admin_client):
     row.save()
     listed = admin_client.get(CHANGELIST).content.decode()
     assert "tempstore-progress" not in listed
+
+
+PROGRESS = f"{CHANGELIST}progress/"
+SCRIPT = '<script src="/static/django_tempstore/admin/progress.js"></script>'
+
+
+def receiving_row(**fields) -> TempUpload:
+    values = {
+        "name": f"{os.urandom(4).hex()}.upload",
+        "original_name": "growing.bin",
+        "host": "web-1",
+        "pid": 1,
+        "size": 3 * MiB,
+        "expires_at": timezone.now() + timedelta(minutes=5),
+        **fields,
+    }
+    return TempUpload.objects.create(**values)
+
+
+@pytest.mark.django_db
+def test_receiving_rows_carry_what_progress_js_polls_in_list_and_detail(admin_client):
+    row = receiving_row(upload_length=8 * MiB)
+    live = (
+        f'<span class="tempstore-live" data-tempstore-upload="{row.pk}" '
+        f'data-tempstore-state="receiving" data-tempstore-progress-url="{PROGRESS}">'
+    )
+    listed = admin_client.get(CHANGELIST).content.decode()
+    detail = admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+    for html in (listed, detail):
+        assert live in html
+        assert SCRIPT in html
+        assert "<script>" not in html  # no inline script: a CSP without unsafe-inline works
+
+    row.state = State.COMPLETE
+    row.save()
+    assert "data-tempstore-upload" not in admin_client.get(CHANGELIST).content.decode()
+
+
+@pytest.mark.django_db
+def test_progress_view_answers_the_pending_rows_as_json(admin_client):
+    growing = receiving_row(upload_length=8 * MiB, size=2 * MiB)
+    unknown_length = receiving_row(size=5 * MiB)
+    receiving_row(state=State.PERSISTED)
+
+    response = admin_client.get(PROGRESS)
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    rows = {row["id"]: row for row in response.json()["uploads"]}
+    assert rows == {
+        str(growing.pk): {
+            "id": str(growing.pk),
+            "state": "receiving",
+            "state_label": "receiving",
+            "size": 2 * MiB,
+            "upload_length": 8 * MiB,
+            "text": "2\xa0MiB of 8\xa0MiB (25\xa0%)",
+        },
+        str(unknown_length.pk): {
+            "id": str(unknown_length.pk),
+            "state": "receiving",
+            "state_label": "receiving",
+            "size": 5 * MiB,
+            "upload_length": None,
+            "text": "5\xa0MiB received",
+        },
+    }
+
+
+@pytest.mark.django_db
+def test_progress_view_answers_named_rows_in_any_state(admin_client):
+    done = receiving_row(state=State.PERSISTED, size=6 * MiB)
+    other = receiving_row()
+
+    response = admin_client.get(PROGRESS, {"id": [str(done.pk)]})
+
+    [row] = response.json()["uploads"]
+    assert row["id"] == str(done.pk) and row["id"] != str(other.pk)
+    assert (row["state"], row["text"]) == ("persisted", "6\xa0MiB")
+    assert admin_client.get(PROGRESS, {"id": "not-a-uuid"}).status_code == 400
+
+
+@pytest.mark.django_db
+def test_progress_view_needs_the_view_permission(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    receiving_row()
+    assert client.get(PROGRESS).status_code == 302  # to the admin's login page
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get(PROGRESS).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_tempupload"))
+    assert len(client.get(PROGRESS).json()["uploads"]) == 1
