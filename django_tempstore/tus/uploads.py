@@ -130,9 +130,8 @@ def get(upload_id: str) -> TempUpload:
     upload = TempUpload.objects.using(conf.DATABASE).filter(pk=pk, resumable=True).first()
     if upload is None:
         raise not_found()
-    if not upload.is_pending:
-        raise gone()
-    if upload.state == State.RECEIVING and _expired(upload):
+    if not upload.is_pending or _expired(upload):
+        # A finished upload past its expiry is gone too, before the sweep removes it.
         raise gone()
     return upload
 
@@ -203,6 +202,8 @@ def create(
         if length:
             quota.reserve(upload, length)
         create_temp(upload.name).close()
+        # The file's name is durable with it: a PATCH's sync_data() covers only its bytes.
+        storage.fsync_dir(conf.DIR)
     except InsufficientStorage as exc:
         lifecycle.fail(upload, exc.reason)
         raise
