@@ -62,10 +62,14 @@ class OverlappedHash:
 
     INLINE_BYTES = 4 * 1024 * 1024
 
-    def __init__(self, algorithm: str, *, state: Any = None) -> None:
-        """Start a digest of ``algorithm``, or go on from ``state`` (a ``hashlib`` object)."""
+    def __init__(self, algorithm: str, *, state: Any = None, inline: int | None = None) -> None:
+        """Start a digest of ``algorithm``, or go on from ``state`` (a ``hashlib`` object).
+
+        ``inline``: how many bytes to hash before starting the thread
+        (``INLINE_BYTES``); 0 when the caller knows that many more will come.
+        """
         self._hash = hashlib.new(algorithm) if state is None else state
-        self._inline_left = self.INLINE_BYTES
+        self._inline_left = self.INLINE_BYTES if inline is None else inline
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
 

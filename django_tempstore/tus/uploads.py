@@ -309,14 +309,16 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _resume_digest(upload: TempUpload) -> OverlappedHash | None:
-    """The digest to feed this PATCH's bytes to; None if completion must read the file."""
+def _resume_digest(upload: TempUpload, length: int) -> OverlappedHash | None:
+    """The digest to feed this PATCH's ``length`` bytes to; None if completion reads the file."""
     if not upload.digest_algorithm or upload.concat:
         return None
     state = running_digests.take(upload, upload.size)
     if state is None and upload.size:
         return None  # Another process wrote what is there.
-    return OverlappedHash(upload.digest_algorithm, state=state)
+    # A large body is hashed in the thread from its first byte.
+    inline = length if length <= OverlappedHash.INLINE_BYTES else 0
+    return OverlappedHash(upload.digest_algorithm, state=state, inline=inline)
 
 
 def write(
@@ -350,7 +352,7 @@ def write(
     early = validators.for_file(request, upload) if offset == 0 and not upload.concat else None
     chunk_size = conf.CHUNK_SIZE
     prime_allocator(chunk_size)
-    digest = _resume_digest(upload)
+    digest = _resume_digest(upload, content_length)
     fd = os.open(upload.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
     position = offset
     try:
