@@ -209,7 +209,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 def drop_cached(fd: int, offset: int, length: int) -> None:
     """Let the kernel drop ``length`` synced bytes at ``offset`` from the page cache."""
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):  # Advice only.
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def sync_data(fd: int) -> None:
