@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates["@tus/server"] = run_node(work, size, patch)
             for name, rate in rates.items():
                 results[name] = max(rate, results.get(name, 0.0))
+            print("  round: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()), flush=True)
         _, hwm_big = run_ours_tus(env, work, size, patch)
         _, hwm_small = run_ours_tus(env, work, MiB, min(patch, MiB))
     finally:
