@@ -42,7 +42,8 @@ _ALLOCATOR_PRIMED = False
 _PRIME_MIN, _PRIME_MAX = 8 * 1024 * 1024, 16 * 1024 * 1024
 
 
-def _prime_allocator(chunk_size: int) -> None:
+def prime_allocator(chunk_size: int) -> None:
+    """Move glibc's mmap threshold above ``chunk_size`` buffers, once per process."""
     global _ALLOCATOR_PRIMED
     if not _ALLOCATOR_PRIMED:
         _ALLOCATOR_PRIMED = True
@@ -61,9 +62,14 @@ class OverlappedHash:
 
     INLINE_BYTES = 4 * 1024 * 1024
 
-    def __init__(self, algorithm: str) -> None:
-        self._hash = hashlib.new(algorithm)
-        self._inline_left = self.INLINE_BYTES
+    def __init__(self, algorithm: str, *, state: Any = None, inline: int | None = None) -> None:
+        """Start a digest of ``algorithm``, or go on from ``state`` (a ``hashlib`` object).
+
+        ``inline``: how many bytes to hash before starting the thread
+        (``INLINE_BYTES``); 0 when the caller knows that many more will come.
+        """
+        self._hash = hashlib.new(algorithm) if state is None else state
+        self._inline_left = self.INLINE_BYTES if inline is None else inline
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
 
@@ -82,12 +88,16 @@ class OverlappedHash:
             weakref.finalize(self, self._queue.put, None)
         self._queue.put(data)
 
-    def hexdigest(self) -> str:
+    def join(self) -> Any:
+        """Wait until every chunk given is hashed; return the ``hashlib`` object."""
         if self._queue is not None and self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._queue = None
-        return str(self._hash.hexdigest())
+        return self._hash
+
+    def hexdigest(self) -> str:
+        return str(self.join().hexdigest())
 
 
 def _feed(digest: Any, chunks: queue.Queue[bytes | None]) -> None:
@@ -107,7 +117,7 @@ class TempStoreUploadHandler(FileUploadHandler):
     def __init__(self, request: HttpRequest | None = None) -> None:
         super().__init__(request)
         self.chunk_size = conf.CHUNK_SIZE
-        _prime_allocator(self.chunk_size)
+        prime_allocator(self.chunk_size)
         self.max_file_size = conf.MAX_FILE_SIZE
         self._hash: Any = None
         self._validation: validators.FileValidation | None = None

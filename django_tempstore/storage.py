@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -175,6 +177,45 @@ def fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _libc_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` to disk, without waiting.
+
+    Linux's ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; a no-op elsewhere. It
+    makes no promise by itself: it only shortens the ``sync_data()`` that follows.
+    """
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def drop_cached(fd: int, offset: int, length: int) -> None:
+    """Let the kernel drop ``length`` synced bytes at ``offset`` from the page cache."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):  # Advice only.
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def sync_data(fd: int) -> None:
+    """Wait until the file's bytes and size are on disk (``fdatasync``, else ``fsync``)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def free_space(path: Path | None = None) -> int:

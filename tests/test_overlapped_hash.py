@@ -43,3 +43,17 @@ def test_abandoned_digest_stops_its_thread():
     gc.collect()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_joined_state_goes_on_in_a_new_digest_threaded_from_the_first_byte():
+    data = os.urandom(3 * MiB + 5)
+    first = OverlappedHash("sha256", inline=0)
+    first.update(data[:MiB])
+    assert len(digest_threads()) == 1
+    state = first.join()
+    assert digest_threads() == []
+    second = OverlappedHash("sha256", state=state, inline=0)
+    for offset in range(MiB, len(data), MiB):
+        second.update(data[offset : offset + MiB])
+    assert second.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert digest_threads() == []

@@ -11,6 +11,7 @@ from django_tempstore.models import State, TempUpload
 from tests.celery_utils import celery_env
 from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon, run_clamd
 from tests.servers import wait_until
+from tests.tus_utils import create, upload_path
 from tests.utils import starts
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -124,4 +125,20 @@ def test_final_failure_discards_after_the_last_retry(
     assert row.reason.startswith("promotion failed: clamd at ")
     assert output.count("Retry in") == 2
     assert not (settings.MEDIA_ROOT / "promoted").exists()
+    assert_clean()
+
+
+def test_claimed_tus_upload_is_kept_then_promoted_by_the_worker(
+    client, settings, celery, assert_clean
+):
+    upload_id = upload_path(create(client, len(PAYLOAD), data=PAYLOAD)).rpartition("/")[2]
+    with celery.worker():
+        response = client.post(f"/claim/{upload_id}/?action=promote")
+        assert response.status_code == 200, response.content
+        assert response.json()["id"] == upload_id
+        row = closed(upload_id)
+
+    assert row.state == State.PERSISTED, row.reason
+    assert row.persisted_name == "tus/a.bin"
+    assert (settings.MEDIA_ROOT / row.persisted_name).read_bytes() == PAYLOAD
     assert_clean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -425,3 +426,128 @@ def test_creation_is_bounded_by_the_users_own_quota(client, settings, django_use
     client.force_login(second)
     assert create(client, 800).status_code == 201
     assert quota.counter_value(f"key:user:{second.pk}") == 800
+
+
+def test_patches_in_one_process_complete_without_reading_the_file_again(client, monkeypatch):
+    data = os.urandom(3 * 100_000 + 7)
+    path = upload_path(create(client, len(data)))
+    assert patch(client, path, data[:100_000], 0).status_code == 204
+    assert patch(client, path, data[100_000:200_000], 100_000).status_code == 204
+
+    def no_read(self, mode="rb"):
+        raise AssertionError("the digest was carried across the PATCHes: no read")
+
+    monkeypatch.setattr(TempUpload, "open", no_read)
+    assert patch(client, path, data[200_000:], 200_000).status_code == 204
+    upload = TempUpload.objects.get()
+    assert upload.state == State.COMPLETE
+    assert upload.digest == hashlib.sha256(data).hexdigest()
+
+
+def test_digest_is_read_from_the_file_when_another_process_wrote_the_start(client, monkeypatch):
+    data = os.urandom(5000)
+    path = upload_path(create(client, len(data)))
+    assert patch(client, path, data[:2000], 0).status_code == 204
+    # What a PATCH that lands in another worker sees: no digest for this offset.
+    monkeypatch.setattr(uploads, "running_digests", uploads.RunningDigests())
+    assert patch(client, path, data[2000:4000], 2000).status_code == 204
+    assert patch(client, path, data[4000:], 4000).status_code == 204
+    assert TempUpload.objects.get().digest == hashlib.sha256(data).hexdigest()
+
+
+def test_digest_is_right_after_a_checksum_mismatch_and_a_resend(client):
+    data = os.urandom(3000)
+    path = upload_path(create(client, len(data)))
+    assert patch(client, path, data[:1000], 0).status_code == 204
+    wrong = {"Upload-Checksum": checksum("sha1", b"not these bytes")}
+    assert patch(client, path, data[1000:2000], 1000, **wrong).status_code == 460
+    assert patch(client, path, data[1000:], 1000).status_code == 204
+    assert TempUpload.objects.get().digest == hashlib.sha256(data).hexdigest()
+
+
+def test_a_running_digest_at_another_offset_is_not_used():
+    digests = uploads.RunningDigests()
+    upload = TempUpload(pk=uuid.uuid4())
+    digests.put(upload, 10, hashlib.sha256(b"x" * 10))
+    assert digests.take(upload, 20) is None
+    digests.put(upload, 10, hashlib.sha256(b"x" * 10))
+    assert digests.take(upload, 10).hexdigest() == hashlib.sha256(b"x" * 10).hexdigest()
+    assert digests.take(upload, 10) is None
+
+
+def test_running_digests_forget_the_oldest_upload_past_the_limit(monkeypatch):
+    monkeypatch.setattr(uploads.RunningDigests, "LIMIT", 2)
+    digests = uploads.RunningDigests()
+    first, second, third = (TempUpload(pk=uuid.uuid4()) for _ in range(3))
+    for upload in (first, second, third):
+        digests.put(upload, 1, hashlib.sha256(b"x"))
+    assert digests.take(first, 1) is None
+    assert digests.take(second, 1) is not None
+    assert digests.take(third, 1) is not None
+
+
+def test_a_patch_takes_one_read_and_two_updates(client, django_assert_num_queries):
+    path = upload_path(create(client, 100))
+    with django_assert_num_queries(3):  # The row; the lock; the offset with the lock's release.
+        assert patch(client, path, b"x" * 10, 0).status_code == 204
+    assert row_of(path).lock_owner == ""
+
+
+def row_of(path: str) -> TempUpload:
+    return TempUpload.objects.get(pk=path.rpartition("/")[2])
+
+
+def test_post_with_method_override_patch_appends(client):
+    path = upload_path(create(client, 10))
+    response = client.generic(
+        "POST",
+        path,
+        b"0123456789",
+        content_type="application/offset+octet-stream",
+        headers=dict(TUS, **{"X-HTTP-Method-Override": "PATCH", "Upload-Offset": "0"}),
+    )
+    assert response.status_code == 204
+    assert response["Upload-Offset"] == "10"
+    assert row_of(path).state == State.COMPLETE
+
+
+def test_post_with_method_override_delete_terminates(client, assert_clean):
+    path = upload_path(create(client, 10))
+    response = client.post(path, headers=dict(TUS, **{"X-HTTP-Method-Override": "DELETE"}))
+    assert response.status_code == 204
+    assert not row_of(path).is_pending
+    assert head(client, path).status_code == 410
+    assert_clean()
+
+
+def test_head_of_an_expired_finished_upload_is_410_before_the_sweep(client):
+    created = create(client, 10, data=b"0123456789")
+    path = upload_path(created)
+    assert head(client, path).status_code == 200
+    TempUpload.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert row(created).state == State.COMPLETE  # Not swept yet.
+    assert head(client, path).status_code == 410
+
+
+@pytest.mark.parametrize("heartbeat", [0, 3600], ids=["checkpoint", "last-record"])
+def test_a_patch_whose_lock_was_taken_over_does_not_move_the_offset(
+    client, settings, monkeypatch, heartbeat
+):
+    settings.TEMPSTORE_HEARTBEAT_INTERVAL = heartbeat
+    settings.TEMPSTORE_CHUNK_SIZE = 1000
+    path = upload_path(create(client, 10_000))
+    intruder = "another-host:1:takeover"
+    real_write = uploads._pwrite_all
+
+    def write_then_lose_the_lock(fd, data, offset):
+        real_write(fd, data, offset)
+        # Another request took the lock over (it thought this one stalled).
+        TempUpload.objects.update(lock_owner=intruder)
+
+    monkeypatch.setattr(uploads, "_pwrite_all", write_then_lose_the_lock)
+    response = patch(client, path, b"x" * 5000, 0)
+    assert response.status_code == 409
+    upload = row_of(path)
+    assert upload.size == 0
+    assert upload.lock_owner == intruder
+    assert uploads.running_digests.take(upload, 5000) is None

@@ -202,7 +202,7 @@ def refusal_page(request: HttpRequest, refusal: Exception) -> HttpResponse:
 
 @csrf_exempt
 def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
-    """Claim a finished tus upload; ?action=persist|keep|discard (default: let the request end)."""
+    """Claim a finished tus upload; ?action=persist|keep|discard|promote, or let the request end."""
     from django_tempstore.tus import claim
     from django_tempstore.tus.uploads import ClaimError
 
@@ -218,6 +218,8 @@ def claim_tus(request: HttpRequest, upload_id: str) -> HttpResponse:
         upload.keep()
     elif action == "discard":
         upload.discard()
+    elif action == "promote":
+        result["id"] = promote_later(upload, "tus/" + (upload.name or "upload"))
     return JsonResponse(result)
 
 

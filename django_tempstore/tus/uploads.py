@@ -2,8 +2,10 @@
 
 A resumable upload is a ``receiving`` row with ``resumable`` set, whose file
 grows across requests. Its ``size`` is the offset that HEAD reports: it only
-moves after the bytes below it are fsynced, and a PATCH first cuts the file
-back to it, so bytes a killed worker wrote past it are never counted. One
+moves after the bytes below it are on disk (``fdatasync``), and a PATCH first
+cuts the file back to it, so bytes a killed worker wrote past it are never
+counted. The digest of what is below the offset is carried from PATCH to PATCH
+in the process that wrote it (``RunningDigests``). One
 request at a time writes to an upload: it holds the row's lock
 (``lock_owner``/``locked_until``), taken by a conditional UPDATE, renewed while
 bytes arrive, and taken over when its holder's process is gone or it expired.
@@ -16,8 +18,10 @@ import binascii
 import hashlib
 import os
 import secrets
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import RequestAborted
@@ -27,11 +31,11 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
-from django_tempstore import lifecycle, process, quota, validators
+from django_tempstore import lifecycle, process, quota, storage, validators
 from django_tempstore.conf import conf
 from django_tempstore.exceptions import FileTooLarge, InsufficientStorage, UploadRejected
 from django_tempstore.files import TempStoreUploadedFile
-from django_tempstore.handlers import RequestScope
+from django_tempstore.handlers import OverlappedHash, RequestScope, prime_allocator
 from django_tempstore.models import State, TempUpload
 from django_tempstore.storage import create_temp
 
@@ -126,15 +130,50 @@ def get(upload_id: str) -> TempUpload:
     upload = TempUpload.objects.using(conf.DATABASE).filter(pk=pk, resumable=True).first()
     if upload is None:
         raise not_found()
-    if not upload.is_pending:
-        raise gone()
-    if upload.state == State.RECEIVING and _expired(upload):
+    if not upload.is_pending or _expired(upload):
+        # A finished upload past its expiry is gone too, before the sweep removes it.
         raise gone()
     return upload
 
 
 def _expired(upload: TempUpload) -> bool:
     return upload.expires_at is not None and upload.expires_at <= timezone.now()
+
+
+class RunningDigests:
+    """The digest of each upload's first ``offset`` bytes, kept by the process that wrote them.
+
+    A ``hashlib`` object cannot be stored in the row (it does not pickle), so a
+    PATCH leaves its digest here, keyed by upload and offset, and the next PATCH
+    goes on from it when it lands in this process at that offset (always, under
+    one sync worker). Otherwise the digest is computed by reading the file when
+    the upload completes. The offset never moves back and the bytes below it are
+    never rewritten, so a digest at the upload's current offset is the digest of
+    what is on disk.
+    """
+
+    #: Uploads remembered per process; the oldest is forgotten first.
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: OrderedDict[uuid.UUID, tuple[int, Any]] = OrderedDict()
+
+    def take(self, upload: TempUpload, offset: int) -> Any:
+        """Remove and return the digest of ``upload``'s first ``offset`` bytes, or None."""
+        with self._lock:
+            entry = self._states.pop(upload.pk, None)
+        return entry[1] if entry is not None and entry[0] == offset else None
+
+    def put(self, upload: TempUpload, offset: int, state: Any) -> None:
+        with self._lock:
+            self._states[upload.pk] = (offset, state)
+            self._states.move_to_end(upload.pk)
+            while len(self._states) > self.LIMIT:
+                self._states.popitem(last=False)
+
+
+running_digests = RunningDigests()
 
 
 def create(
@@ -163,6 +202,8 @@ def create(
         if length:
             quota.reserve(upload, length)
         create_temp(upload.name).close()
+        # The file's name is durable with it: a PATCH's sync_data() covers only its bytes.
+        storage.fsync_dir(conf.DIR)
     except InsufficientStorage as exc:
         lifecycle.fail(upload, exc.reason)
         raise
@@ -211,9 +252,18 @@ def acquire(upload: TempUpload) -> str:
     me = os.getpid()
     token = f"{conf.HOSTNAME}:{me}.{process.start_ticks(me) or ''}:{secrets.token_hex(8)}"
     now = timezone.now()
-    values = {"lock_owner": token, "locked_until": now + conf.TUS_LOCK_TIMEOUT}
+    until = now + conf.TUS_LOCK_TIMEOUT
+    values = {"lock_owner": token, "locked_until": until}
     rows = _receiving(upload)
-    if rows.filter(Q(lock_owner="") | Q(locked_until__lt=now)).update(**values):
+    free = Q(lock_owner="") | Q(locked_until__lt=now)
+    # One statement when the row is still as read: nothing to read again.
+    unchanged = rows.filter(
+        size=upload.size, upload_length=upload.upload_length, reserved=upload.reserved
+    )
+    if unchanged.filter(free).update(**values):
+        upload.lock_owner, upload.locked_until = token, until
+        return token
+    if rows.filter(free).update(**values):
         upload.refresh_from_db(using=conf.DATABASE)
         return token
     held = rows.values_list("lock_owner", flat=True).first()
@@ -226,7 +276,10 @@ def acquire(upload: TempUpload) -> str:
 
 
 def release(upload: TempUpload, token: str) -> None:
-    _receiving(upload).filter(lock_owner=token).update(lock_owner="", locked_until=None)
+    """Give the lock back, unless the request's last record already did."""
+    if upload.lock_owner == token:
+        _receiving(upload).filter(lock_owner=token).update(lock_owner="", locked_until=None)
+        upload.lock_owner, upload.locked_until = "", None
 
 
 def _record(upload: TempUpload, token: str, size: int | None, **extra: Any) -> None:
@@ -256,6 +309,18 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+def _resume_digest(upload: TempUpload, length: int) -> OverlappedHash | None:
+    """The digest to feed this PATCH's ``length`` bytes to; None if completion reads the file."""
+    if not upload.digest_algorithm or upload.concat:
+        return None
+    state = running_digests.take(upload, upload.size)
+    if state is None and upload.size:
+        return None  # Another process wrote what is there.
+    # A large body is hashed in the thread from its first byte.
+    inline = length if length <= OverlappedHash.INLINE_BYTES else 0
+    return OverlappedHash(upload.digest_algorithm, state=state, inline=inline)
+
+
 def write(
     request: HttpRequest,
     upload: TempUpload,
@@ -267,7 +332,8 @@ def write(
     """Append the request body (``content_length`` bytes) at ``upload.size``, in chunks.
 
     Without a checksum, what arrived is kept even if the body was cut short;
-    with one, nothing is kept unless all of it arrived and matches (460).
+    with one, nothing is kept unless all of it arrived and matches (460). The
+    last record of the offset also releases the lock.
     """
     offset = upload.size
     bound = upload.upload_length if upload.upload_length is not None else conf.MAX_FILE_SIZE
@@ -278,11 +344,15 @@ def write(
             )
         raise FileTooLarge.for_limit(bound)
     interval = min(conf.HEARTBEAT_INTERVAL, conf.TUS_LOCK_TIMEOUT / 2).total_seconds()
-    digest = hashlib.new(checksum[0]) if checksum else None
+    check = hashlib.new(checksum[0]) if checksum else None
     covered = upload.reserved if conf.QUOTA is not None else None
+    watch_disk = covered is None and conf.MIN_FREE_SPACE > 0
     # The first bytes meet the validators at once (a magic-byte check refuses a
     # wrong type before the rest is sent); all of them run again on completion.
     early = validators.for_file(request, upload) if offset == 0 and not upload.concat else None
+    chunk_size = conf.CHUNK_SIZE
+    prime_allocator(chunk_size)
+    digest = _resume_digest(upload, content_length)
     fd = os.open(upload.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
     position = offset
     try:
@@ -295,7 +365,7 @@ def write(
         try:
             while remaining > 0:
                 try:
-                    data = request.read(min(conf.CHUNK_SIZE, remaining))
+                    data = request.read(min(chunk_size, remaining))
                 except (OSError, UnreadablePostError, RequestAborted):
                     break
                 if not data:
@@ -303,17 +373,21 @@ def write(
                 end = position + len(data)
                 if covered is not None and end > covered:
                     covered = quota.cover(upload, end, bound=bound)
-                elif covered is None:
+                elif watch_disk:
                     quota.check_free_space(len(data))
                 if time.monotonic() >= next_record:
                     # Before the write: a request that stalled past its lock stops here.
-                    if digest is None:
-                        os.fsync(fd)
-                    _record(upload, token, None if digest else position)
+                    if check is None:
+                        storage.sync_data(fd)
+                    _record(upload, token, None if check else position)
                     next_record = time.monotonic() + interval
                 if early is not None:
                     _refuse_if_invalid(upload, early.chunk, data, position)
                 _pwrite_all(fd, data, position)
+                # Written back while the next chunk arrives: the last sync_data() is short.
+                storage.start_writeback(fd, position, len(data))
+                if check is not None:
+                    check.update(data)
                 if digest is not None:
                     digest.update(data)
                 position = end
@@ -321,22 +395,34 @@ def write(
         except UploadRejected:
             if not upload.is_pending:
                 raise
-            if digest is None:
-                os.fsync(fd)
+            if check is None:
+                storage.sync_data(fd)
                 _record(upload, token, position)
+                _keep_digest(upload, position, digest)
             else:
                 os.ftruncate(fd, offset)
             raise
-        if digest is not None and checksum is not None and digest.digest() != checksum[1]:
+        if check is not None and checksum is not None and check.digest() != checksum[1]:
             os.ftruncate(fd, offset)
             raise TusError(
                 protocol.CHECKSUM_MISMATCH,
                 _("The body does not match Upload-Checksum. Send this part again."),
             )
-        os.fsync(fd)
+        storage.sync_data(fd)
+        # Durable now, and not read again before completion: give the pages back.
+        storage.drop_cached(fd, offset, position - offset)
     finally:
         os.close(fd)
-    _record(upload, token, position)
+        state = digest.join() if digest is not None else None
+    _record(upload, token, position, lock_owner="", locked_until=None)
+    _keep_digest(upload, position, state)
+
+
+def _keep_digest(upload: TempUpload, offset: int, digest: OverlappedHash | Any) -> None:
+    if isinstance(digest, OverlappedHash):
+        digest = digest.join()
+    if digest is not None:
+        running_digests.put(upload, offset, digest)
 
 
 def _refuse_if_invalid(upload: TempUpload, hook: Any, *args: Any) -> None:
@@ -364,15 +450,24 @@ def finish_if_complete(request: HttpRequest, upload: TempUpload) -> None:
     """Validate a complete upload and mark it received (``upload_received``)."""
     if upload.upload_length is None or upload.size != upload.upload_length:
         return
-    digest = "" if upload.concat == "partial" else _validate(request, upload)
+    state = running_digests.take(upload, upload.size)
+    digest = "" if upload.concat == "partial" else _validate(request, upload, state)
     lifecycle.complete(upload, upload.size, digest)
     quota.trim(upload)
 
 
-def _validate(request: HttpRequest, upload: TempUpload) -> str:
-    """Run the project's validators over the whole file; return its digest."""
+def _validate(request: HttpRequest, upload: TempUpload, state: Any = None) -> str:
+    """Run the project's validators over the whole file; return its digest.
+
+    ``state`` is the digest of the whole file carried across the PATCHes; without
+    it, and with validators, the file is read once.
+    """
     validation = validators.for_file(request, upload)
-    hasher = hashlib.new(upload.digest_algorithm) if upload.digest_algorithm else None
+    if state is not None and validation is None:
+        return str(state.hexdigest())
+    hasher = None
+    if state is None and upload.digest_algorithm:
+        hasher = hashlib.new(upload.digest_algorithm)
     try:
         if validation is not None:
             validation.start()
@@ -384,7 +479,8 @@ def _validate(request: HttpRequest, upload: TempUpload) -> str:
                 if hasher is not None:
                     hasher.update(data)
                 offset += len(data)
-        digest = hasher.hexdigest() if hasher is not None else ""
+        source = state if state is not None else hasher
+        digest = source.hexdigest() if source is not None else ""
         if validation is not None:
             validation.complete(offset, digest)
     except UploadRejected as exc:
@@ -422,7 +518,7 @@ def concatenate(request: HttpRequest, ids: list[str], metadata: dict[str, str]) 
                     while data := fh.read(conf.CHUNK_SIZE):
                         _pwrite_all(fd, data, position)
                         position += len(data)
-            os.fsync(fd)
+            storage.sync_data(fd)
         finally:
             os.close(fd)
         _record(final, token, position, lock_owner="", locked_until=None)
