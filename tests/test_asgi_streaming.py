@@ -7,6 +7,7 @@ bytes passed to ``write()``), before and after one request.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.conftest import temp_files
 from tests.quota_utils import post
 from tests.servers import run_server, wait_until
 from tests.test_disconnect import open_files_in, send_half_then_close
-from tests.utils import content_type, multipart, multipart_one
+from tests.utils import content_type, multipart, multipart_head, multipart_one
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
@@ -143,3 +144,26 @@ def test_tus_patch_under_uvicorn_streams_to_the_file_with_no_spool(uvicorn_quota
     upload = TempUpload.objects.get()  # No spool row.
     assert upload.state == State.COMPLETE
     assert upload.size == len(data)
+
+
+def test_file_over_max_size_gets_413_under_uvicorn_without_the_rest_being_read(
+    tmp_path, settings, tempstore_dirs
+):
+    limit = 2 * MiB
+    # Below the largest body the site accepts (100 files of 2 MiB): not refused
+    # before reading, but by the upload handler, mid-body, as under gunicorn.
+    declared = 64 * MiB
+    boundary = "b0undary7f3a"
+    prefix = multipart_head(boundary, "huge.bin") + os.urandom(limit + 4 * MiB)
+    settings.TEMPSTORE_MAX_FILE_SIZE = limit
+    extra = json.dumps({"TEMPSTORE_MAX_FILE_SIZE": limit})
+    with run_server("uvicorn", tmp_path, TEMPSTORE_TEST_SETTINGS=extra) as server:
+        answer = post(server.port, "/accept/", prefix, content_type(boundary), declared=declared)
+
+        assert answer.status == 413, answer.body
+        assert answer.json()["code"] == "file_too_large"
+        assert answer.sent <= len(prefix) < declared
+        assert wait_until(lambda: settled(tempstore_dirs)), server.log.read_text()
+        row = TempUpload.objects.get()
+        assert row.state == State.FAILED
+        assert "TEMPSTORE_MAX_FILE_SIZE" in row.reason
