@@ -1,8 +1,8 @@
 """Run the upload benchmark: ``python -m bench.run [--quick] [--db sqlite,postgres]``.
 
-Starts real gunicorn servers (sync workers) on 127.0.0.1, each series on a freshly
-started server, and prints ratios measured side by side in the same run. See
-bench/README.md for what is measured and why.
+Starts real gunicorn servers (sync workers) and uvicorn servers (ASGI) on 127.0.0.1,
+each series on a freshly started server, and prints ratios measured side by side in
+the same run. See bench/README.md for what is measured and why.
 """
 
 from __future__ import annotations
@@ -31,12 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 BLOCK = os.urandom(MiB)
 
-#: (label, handlers setting, digest)
+#: Ours again, served by uvicorn (TempStoreASGIHandler: the body streams into the view).
+ASGI = ("tempstore+sha256/uvicorn", "tempstore", "sha256")
+#: (label, handlers setting, digest); a label ending in /uvicorn is served by uvicorn.
 CONFIGS = [
     ("tempstore+sha256", "tempstore", "sha256"),
     ("tempstore", "tempstore", ""),
     ("stock-temp", "stock-temp", ""),
     ("stock-pair", "stock-pair", ""),
+    ASGI,
 ]
 OURS, STOCK = "tempstore+sha256", "stock-temp"
 #: Measured on the small series only, where commits dominate: the bookkeeping rows
@@ -84,6 +87,8 @@ class Result:
     req_s: float
     minflt_per_mib: float | None = None
     hwm_mib: float | None = None
+    #: Bytes the server process passed to write() per byte uploaded (/proc/<pid>/io wchar).
+    writes_per_byte: float | None = None
     left_files: int = 0
     left_pending: int = 0
     errors: list[str] = field(default_factory=list)
@@ -196,14 +201,40 @@ def gunicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--worker-class", "sync", "--timeout", "600", "--backlog", "64",
     ]  # fmt: skip
-    with open(work / "gunicorn.log", "ab") as log:
+    with _server(cmd, port, env, work, "gunicorn"):
+        yield port
+
+
+@contextlib.contextmanager
+def uvicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", "bench.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--backlog", "64",
+        # What uvicorn without its extras runs (the bench client speaks HTTP/1.0).
+        "--http", "h11", "--loop", "asyncio",
+        *(["--workers", str(workers)] if workers > 1 else []),
+    ]  # fmt: skip
+    with _server(cmd, port, env, work, "uvicorn"):
+        yield port
+
+
+def server_for(label: str) -> Any:
+    return uvicorn if label.endswith("/uvicorn") else gunicorn
+
+
+@contextlib.contextmanager
+def _server(
+    cmd: list[str], port: int, env: dict[str, str], work: Path, what: str
+) -> Iterator[None]:
+    with open(work / f"{what}.log", "ab") as log:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
-        wait_for_server(port, proc, "gunicorn", timeout=60)
-        yield port
+        wait_for_server(port, proc, what, timeout=60)
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -325,7 +356,11 @@ def run_series(port: int, series: Series, config: str, db: str, digest: str) -> 
     if series.concurrency == 1 and before["pid"] == after["pid"]:
         result.minflt_per_mib = (after["minflt"] - before["minflt"]) / total_mib
         result.hwm_mib = after["hwm_kib"] / 1024
-    left = get(port, "/state/")
+        result.writes_per_byte = (after["wchar"] - before["wchar"]) / (total_mib * MiB)
+    # ASGI closes a request's uploads after its response is sent: wait for that.
+    deadline = time.monotonic() + 10
+    while (left := get(port, "/state/"))["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     result.left_files, result.left_pending = len(left["files"]), left["pending"]
     return result
 
@@ -400,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if label == RELAXED[0]:
                         continue
                     env = server_env(work, db, pg_name, handlers, digest)
-                    with gunicorn(env, work) as port:
+                    with server_for(label)(env, work) as port:
                         for series in series_set:
                             results.append(run_series(port, series, label, db, digest))
                             log(_line(results[-1]), flush=True)
@@ -417,7 +452,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         if label == RELAXED[0]:
                             env["BENCH_DURABILITY"] = "relaxed"
                         workers = 4 if series.concurrency > 1 else 1
-                        with gunicorn(env, work, workers=workers) as port:
+                        with server_for(label)(env, work, workers=workers) as port:
                             results.append(run_series(port, series, label, db, digest))
                         log(_line(results[-1]), flush=True)
                         clean(work)
@@ -485,17 +520,19 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         f"loopback socket {refs['socket_mib_s']:.0f} MiB/s; limit = the lower, {limit:.0f} MiB/s.",
         "",
         "| db | series | handler | MiB/s | req/s | % of limit | minflt/MiB | peak RSS MiB "
-        "| x stock-temp | x stock-pair |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| writes/byte | x stock-temp | x stock-pair |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data["results"]:
         temp = by_key.get((r["db"], r["series"], "stock-temp"))
         pair = by_key.get((r["db"], r["series"], "stock-pair"))
         flt = "" if r["minflt_per_mib"] is None else f"{r['minflt_per_mib']:.1f}"
         hwm = "" if r["hwm_mib"] is None else f"{r['hwm_mib']:.1f}"
+        writes = r.get("writes_per_byte")
+        wpb = "" if writes is None else f"{writes:.2f}"
         lines.append(
             f"| {r['db']} | {r['series']} | {r['config']} | {r['mib_s']:.0f} | {r['req_s']:.1f} "
-            f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} "
+            f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} | {wpb} "
             f"| {_ratio(r, temp)} | {_ratio(r, pair)} |"
         )
     series_set = QUICK if data["quick"] else FULL
@@ -519,6 +556,15 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         target(db, "nothing left behind (files, pending rows) after each series",
                f"{len(left)} series left something", not left,
                ", ".join(f"{r['series']}/{r['config']}" for r in left))  # fmt: skip
+        asgi, wsgi = by_key.get((db, large, ASGI[0])), by_key.get((db, large, OURS))
+        if not data["quick"] and asgi is not None and wsgi is not None:
+            ratio = asgi["mib_s"] / wsgi["mib_s"]
+            target(db, f"{large}: {ASGI[0]} >= 0.9x {OURS} (gunicorn) MiB/s", f"{ratio:.2f}x",
+                   ratio >= 0.9, f"by {0.9 - ratio:.2f}x")  # fmt: skip
+            writes = asgi["writes_per_byte"]
+            target(db, f"{large}: {ASGI[0]} writes each byte once (server write() bytes "
+                   "per uploaded byte <= 1.05)", f"{writes:.3f}",
+                   writes <= 1.05, f"by {writes - 1.05:.3f}")  # fmt: skip
         needed = [(db, s, c) for s in (small, large) for c in (OURS, STOCK)]
         if data["quick"] or not all(key in by_key for key in needed):
             continue

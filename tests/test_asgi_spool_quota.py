@@ -1,4 +1,8 @@
-"""Under uvicorn, the ASGI body spool is bounded by the quota and the free-disk floor."""
+"""Under uvicorn, the ASGI body spool is bounded by the quota and the free-disk floor.
+
+A body is spooled when it cannot stream: it has no Content-Length (chunked), or
+it goes to an async view (``/accept-async/``).
+"""
 
 from __future__ import annotations
 
@@ -68,14 +72,14 @@ def test_two_concurrent_bodies_that_each_fit_do_not_pass_together(
 ):
     body = multipart_one("a.bin", os.urandom(10 * MiB))
     with uvicorn_with(tmp_path, settings, QUOTA=24 * MiB) as server:
-        alone = post(server.port, "/accept/", body, content_type())
+        alone = post(server.port, "/accept-async/", body, content_type())
         assert alone.status == 200, alone.body
         assert wait_until(lambda: settled(tempstore_dirs))
         answers = []
         threads = [
             threading.Thread(
                 target=lambda: answers.append(
-                    post(server.port, "/accept/", body, content_type(), pause=0.01)
+                    post(server.port, "/accept-async/", body, content_type(), pause=0.01)
                 )
             )
             for _ in range(2)

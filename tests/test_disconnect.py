@@ -1,8 +1,9 @@
 """A client that disconnects mid-body leaves no temp file, no spool and no pending row.
 
 Against a real gunicorn (WSGI: the handler streams the file as it arrives) and a
-real uvicorn (ASGI: Django spools the body first, in TEMPSTORE_DIR with
-``TempStoreASGIHandler``).
+real uvicorn (ASGI: ``TempStoreASGIHandler`` streams a sync view's body the same
+way, see tests/test_asgi_streaming.py, and spools an async view's body first, in
+TEMPSTORE_DIR).
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def open_files_in(server, directory: Path) -> list[str]:
     return targets
 
 
-def send_half_then_close(server, tempstore_dir: Path) -> dict[str, object]:
+def send_half_then_close(server, tempstore_dir: Path, path: str = "/accept/") -> dict[str, object]:
     """Send headers and half of a large file part, check it landed, then close."""
     body, content_type = multipart({"file": ("big.bin", os.urandom(FILE_SIZE))})
     half = len(body) // 2
     seen: dict[str, object] = {}
     sock = socket.create_connection(("127.0.0.1", server.port))
     try:
-        sock.sendall(request_head("/accept/", content_type, len(body), server.port))
+        sock.sendall(request_head(path, content_type, len(body), server.port))
         sock.sendall(body[:half])
         # The body reached the disk: the server holds a file in TEMPSTORE_DIR.
         assert wait_until(lambda: open_files_in(server, tempstore_dir), timeout=10)
@@ -90,9 +91,9 @@ def test_disconnect_mid_file_on_gunicorn_fails_the_upload(gunicorn, tempstore_di
 
 
 def test_disconnect_mid_body_on_uvicorn_drops_the_spool(uvicorn, tempstore_dirs, assert_clean):
-    seen = send_half_then_close(uvicorn, tempstore_dirs)
+    seen = send_half_then_close(uvicorn, tempstore_dirs, "/accept-async/")
 
-    # Django spools the body before any handler runs: no row yet, and the spool
+    # An async view's body is spooled before any handler runs: no row yet, and the spool
     # in TEMPSTORE_DIR has no name (O_TMPFILE), only a file descriptor.
     assert seen["rows"] == []
     assert seen["listed"] == []
@@ -109,7 +110,8 @@ def test_uvicorn_spools_in_tempstore_dir_then_the_handler_takes_over(
     body, content_type = multipart({"file": ("big.bin", content)})
     half = len(body) // 2
     with socket.create_connection(("127.0.0.1", uvicorn.port)) as sock:
-        sock.sendall(request_head("/accept/", content_type, len(body), uvicorn.port))
+        # An async view: its body is spooled (a sync view's streams).
+        sock.sendall(request_head("/accept-async/", content_type, len(body), uvicorn.port))
         sock.sendall(body[:half])
         assert wait_until(lambda: open_files_in(uvicorn, tempstore_dirs), timeout=10)
         spool = open_files_in(uvicorn, tempstore_dirs)

@@ -12,6 +12,8 @@ urlpatterns = [
     path("accept-async/", views.accept_async),
     path("txt-async/", views.txt_async),
     path("parse-then-wait/", views.parse_then_wait),
+    path("read-slowly/", views.read_slowly),
+    path("body-length/", views.body_length),
     path("explode/", views.explode),
     path("persist/", views.persist),
     path("persist-every/", views.persist_every),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 
@@ -180,6 +181,32 @@ def parse_then_wait(request: HttpRequest) -> JsonResponse:
     PARSED.set()
     RELEASE.wait(timeout=30)
     return JsonResponse(files)
+
+
+#: read_slowly() waits on PAUSE after its first read, then calls RECEIVED_BY_NOW[0]().
+PAUSE = threading.Event()
+#: A callable the test sets: how many body bytes the server had received by then.
+RECEIVED_BY_NOW: list = []
+
+
+@csrf_exempt
+def read_slowly(request: HttpRequest) -> JsonResponse:
+    """Read 16 KiB, wait until the test lets go, then read the rest (for backpressure)."""
+    first = request.read(16384)
+    PAUSE.wait(timeout=30)
+    received_by_then = RECEIVED_BY_NOW[0]() if RECEIVED_BY_NOW else None
+    rest = request.read()
+    return JsonResponse(
+        {"length": len(first) + len(rest), "received_while_paused": received_by_then}
+    )
+
+
+@csrf_exempt
+def body_length(request: HttpRequest) -> JsonResponse:
+    """A non-form body read whole (request.body), as a JSON API view does."""
+    return JsonResponse(
+        {"length": len(request.body), "sha256": hashlib.sha256(request.body).hexdigest()}
+    )
 
 
 @csrf_exempt
