@@ -488,7 +488,9 @@ def test_running_digests_forget_the_oldest_upload_past_the_limit(monkeypatch):
 
 def test_a_patch_takes_one_read_and_two_updates(client, django_assert_num_queries):
     path = upload_path(create(client, 100))
-    with django_assert_num_queries(3):  # The row; the lock; the offset with the lock's release.
+    # The row; the lock; the offset with the lock's release. A PATCH of at most
+    # 4 MiB: a larger one also records its bytes received per block (below).
+    with django_assert_num_queries(3):
         assert patch(client, path, b"x" * 10, 0).status_code == 204
     assert row_of(path).lock_owner == ""
 
@@ -551,3 +553,67 @@ def test_a_patch_whose_lock_was_taken_over_does_not_move_the_offset(
     assert upload.size == 0
     assert upload.lock_owner == intruder
     assert uploads.running_digests.take(upload, 5000) is None
+
+
+MiB = 1024 * 1024
+
+
+def test_a_large_patch_shows_its_bytes_per_block_but_moves_the_offset_at_the_end(client, settings):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.RowWatcher"]
+    RowWatcher.seen = []
+    path = upload_path(create(client, 20 * MiB))
+
+    assert patch(client, path, b"x" * (9 * MiB), 0).status_code == 204
+
+    # Before each 1 MiB chunk: (offset, durable size, received) of the row.
+    seen = {offset // MiB: (size, received) for offset, size, received in RowWatcher.seen}
+    assert seen[3] == (0, 0)  # Not before a whole block arrived.
+    assert seen[4] == seen[7] == (0, 4 * MiB)
+    assert seen[8] == (0, 8 * MiB)
+    upload = row_of(path)
+    assert (upload.size, upload.received, upload.arrived) == (9 * MiB, 9 * MiB, 9 * MiB)
+
+
+class RowWatcher:
+    seen: list[tuple[int, int, int]] = []
+
+    def start(self, upload, request):
+        pass
+
+    def chunk(self, upload, data, offset):
+        fresh = TempUpload.objects.get(pk=upload.pk)
+        RowWatcher.seen.append((offset, fresh.size, fresh.received))
+
+    def complete(self, upload, size):
+        pass
+
+
+def test_a_large_patch_adds_one_statement_per_block_after_the_first(
+    client, django_assert_num_queries
+):
+    path = upload_path(create(client, 20 * MiB))
+    # The row; the lock; bytes received at 4 and 8 MiB; the offset with the lock's release.
+    with django_assert_num_queries(5):
+        assert patch(client, path, b"x" * (9 * MiB), 0).status_code == 204
+
+
+def test_a_failed_patch_shows_only_the_durable_offset_again(client):
+    path = upload_path(create(client, 20 * MiB))
+    body = b"x" * (9 * MiB)
+    bad = checksum("sha1", b"y" * (9 * MiB))
+
+    assert patch(client, path, body, 0, **{"Upload-Checksum": bad}).status_code == 460
+    upload = row_of(path)
+    assert (upload.size, upload.received, upload.arrived) == (0, 0, 0)
+
+
+def test_taking_the_lock_forgets_what_a_killed_patch_showed(client):
+    path = upload_path(create(client, 20 * MiB))
+    assert patch(client, path, b"x" * 10, 0).status_code == 204
+    TempUpload.objects.filter(pk=row_of(path).pk).update(received=5 * MiB)  # kill -9 mid-PATCH
+    assert row_of(path).arrived == 5 * MiB
+
+    upload = row_of(path)
+    uploads.acquire(upload)  # As the next PATCH does, before its first byte.
+
+    assert row_of(path).arrived == upload.arrived == 10
