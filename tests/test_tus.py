@@ -387,6 +387,34 @@ def test_a_png_passes_the_early_and_final_checks(client, settings):
     assert row(created).state == State.COMPLETE
 
 
+def test_magic_byte_check_refuses_after_small_first_patches(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    settings.TEMPSTORE_QUOTA = 1_000_000
+    path = upload_path(create(client, 100_000))
+    pdf = b"%PDF-1.4\n" + b"x" * 9000
+    # Too few bytes to tell a type from: kept, and given to the check with the next ones.
+    assert patch(client, path, pdf[:100], 0).status_code == 204
+    assert patch(client, path, pdf[100:4000], 100).status_code == 204
+
+    response = patch(client, path, pdf[4000:], 4000)
+
+    assert response.status_code == 415
+    assert "image/png" in response.content.decode()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert quota.counter_value() == 0
+    assert head(client, path).status_code == 410
+    assert_clean()
+
+
+def test_a_png_sent_in_small_patches_passes_the_early_and_final_checks(client, settings):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20000
+    path = upload_path(create(client, len(png)))
+    for start in range(0, len(png), 1000):
+        assert patch(client, path, png[start : start + 1000], start).status_code == 204
+    assert row_of(path).state == State.COMPLETE
+
+
 def test_lock_of_a_zombie_is_taken_over(client):
     # A worker killed with its arbiter is reparented, and may never be reaped
     # where PID 1 does not reap: it still answers kill(pid, 0) but holds nothing.

@@ -362,15 +362,23 @@ def write(
     watch_disk = covered is None and conf.MIN_FREE_SPACE > 0
     # The first bytes meet the validators at once (a magic-byte check refuses a
     # wrong type before the rest is sent); all of them run again on completion.
-    early = validators.for_file(request, upload) if offset == 0 and not upload.concat else None
+    # A PATCH that starts within the bytes a type is sniffed from gives them
+    # what earlier PATCHes stored first, so small first PATCHes are checked too.
+    early = None
+    if offset < validators.SNIFF_BYTES and not upload.concat:
+        early = validators.for_file(request, upload)
     chunk_size = conf.CHUNK_SIZE
     prime_allocator(chunk_size)
     digest = _resume_digest(upload, content_length)
-    fd = os.open(upload.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
+    # Readable too: a PATCH within the sniffed bytes reads the ones before it.
+    mode = os.O_RDWR if early is not None and offset else os.O_WRONLY
+    fd = os.open(upload.path, mode | _NOFOLLOW | _CLOEXEC)
     position = offset
     try:
         if early is not None:
             _refuse_if_invalid(upload, early.start)
+            if offset:
+                _refuse_if_invalid(upload, early.chunk, os.pread(fd, offset, 0), 0)
         # Bytes past the recorded offset were never confirmed (a killed worker's).
         os.ftruncate(fd, offset)
         next_record = time.monotonic() + interval
