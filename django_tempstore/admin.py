@@ -85,12 +85,13 @@ def size_text(upload: TempUpload) -> str:
     """The size column's text: received so far (of the declared length) while receiving."""
     if upload.state != State.RECEIVING:
         return binary_size(upload.size)
+    arrived = upload.arrived
     if not upload.upload_length:
-        return _("%(size)s received") % {"size": binary_size(upload.size)}
+        return _("%(size)s received") % {"size": binary_size(arrived)}
     return _("%(size)s of %(length)s (%(percent)d\xa0%%)") % {
-        "size": binary_size(upload.size),
+        "size": binary_size(arrived),
         "length": binary_size(upload.upload_length),
-        "percent": min(100, upload.size * 100 // upload.upload_length),
+        "percent": min(100, arrived * 100 // upload.upload_length),
     }
 
 
@@ -187,8 +188,8 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("size"), ordering="size")
     def human_size(self, obj: TempUpload) -> str:
-        # While receiving, ``size`` is the bytes received so far (recorded at
-        # every quota block and heartbeat): a bar against the declared length,
+        # While receiving, ``arrived`` is the bytes received so far (recorded at
+        # every 4 MiB block and heartbeat): a bar against the declared length,
         # which progress.js refreshes from progress_view() until it is done.
         if obj.state != State.RECEIVING:
             return binary_size(obj.size)
@@ -198,7 +199,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             inner = format_html(
                 '<progress class="tempstore-progress" value="{}" max="{}"></progress> '
                 '<span class="tempstore-received">{}</span>',
-                obj.size,
+                obj.arrived,
                 obj.upload_length,
                 size_text(obj),
             )
@@ -323,7 +324,9 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """
         if not self.has_view_permission(request):
             raise PermissionDenied
-        rows = TempUpload.objects.using(conf.DATABASE).only("id", "state", "size", "upload_length")
+        rows = TempUpload.objects.using(conf.DATABASE).only(
+            "id", "state", "size", "received", "upload_length"
+        )
         ids = request.GET.getlist("id")[:PROGRESS_ROWS]
         if ids:
             try:
@@ -337,7 +340,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "id": str(row.pk),
                 "state": row.state,
                 "state_label": row.get_state_display(),
-                "size": row.size,
+                "size": row.arrived,
                 "upload_length": row.upload_length,
                 "text": size_text(row),
             }

@@ -234,6 +234,14 @@ class TempUpload(models.Model):
         help_text=_("host:pid:token of the request writing to this upload."),
     )
     locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+    received = models.BigIntegerField(
+        _("bytes received"),
+        default=0,
+        help_text=_(
+            "Bytes of a tus upload that have arrived, durable or not (the admin's progress); "
+            "size is its durable offset."
+        ),
+    )
 
     objects = TempUploadManager()
 
@@ -259,6 +267,13 @@ class TempUpload(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.state in PENDING_STATES
+
+    @property
+    def arrived(self) -> int:
+        """Bytes received so far: ``size``, or more while a tus PATCH is running."""
+        if self.state == State.RECEIVING:
+            return max(self.size, self.received)
+        return self.size
 
     def open(self, mode: str = "rb") -> IO[Any]:
         """Open the temp file for reading (for a later step or a Celery task)."""

@@ -201,3 +201,64 @@ def test_progress_view_needs_the_view_permission(client, django_user_model):
     assert client.get(PROGRESS).status_code == 403
     staff.user_permissions.add(Permission.objects.get(codename="view_tempupload"))
     assert len(client.get(PROGRESS).json()["uploads"]) == 1
+
+
+def tus_request(port: int, method: str, path: str, headers: dict[str, str]) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Tus-Resumable: 1.0.0"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def answer_head(sock: socket.socket) -> str:
+    response = b""
+    while b"\r\n\r\n" not in response and (chunk := sock.recv(65536)):
+        response += chunk
+    sock.close()
+    return response.decode()
+
+
+def progress_of(admin_client, row_id) -> dict:
+    return admin_client.get(PROGRESS, {"id": str(row_id)}).json()["uploads"][0]
+
+
+@pytest.mark.server
+@pytest.mark.django_db(transaction=True)
+def test_a_tus_patch_shows_its_bytes_per_block_while_the_offset_stays_durable(
+    tmp_path, settings, admin_client
+):
+    length = 64 * MiB
+    # Two workers: one answers HEAD while the other is busy with the PATCH.
+    with gunicorn_with(tmp_path, settings, workers=2, QUOTA=None) as server:
+        created = answer_head(
+            tus_request(
+                server.port,
+                "POST",
+                "/files/",
+                {"Upload-Length": str(length), "Content-Length": "0"},
+            )
+        )
+        row_id = re.search(r"(?im)^location: \S+/([0-9a-f-]{36})", created).group(1)
+        path = f"/files/{row_id}"
+        headers = {
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Content-Length": str(length),
+        }
+        with tus_request(server.port, "PATCH", path, headers) as patch:
+            patch.sendall(os.urandom(10 * MiB))
+            # Far sooner than the 10 s heartbeat: recorded at each 4 MiB block.
+            assert wait_until(
+                lambda: progress_of(admin_client, row_id)["size"] >= 8 * MiB, timeout=5
+            )
+            shown = progress_of(admin_client, row_id)
+            assert shown["upload_length"] == length
+            assert re.match(r"[\d.]+\xa0MiB of 64\xa0MiB \(1[25]\xa0%\)", shown["text"]), shown
+            # The offset HEAD answers has not moved: those bytes are not synced yet.
+            assert TempUpload.objects.get(pk=row_id).size == 0
+            head = answer_head(tus_request(server.port, "HEAD", path, {}))
+            assert re.search(r"(?im)^upload-offset: 0\r$", head), head
+            patch.sendall(os.urandom(length - 10 * MiB))
+            assert " 204 " in answer_head(patch)
+        assert progress_of(admin_client, row_id)["text"] == "64\xa0MiB"

@@ -148,3 +148,68 @@ def test_without_the_client_the_page_posts_the_multipart_form(
         assert TempUpload.objects.get().state == State.PERSISTED
         assert wait_until(lambda: nothing_pending(tempstore_dirs))
     page.close()
+
+
+def test_a_file_above_tus_max_size_is_refused_by_status_and_explained_by_the_form(
+    browser, transactional_db, tmp_path, settings, tempstore_dirs
+):
+    port = free_port()
+    (tmp_path / "huge.png").write_bytes(PNG + b"\0" * (9 * 1024 * 1024))
+    page = browser.new_page()
+    answers = []
+    page.on("response", lambda r: answers.append((r.request.method, r.url, r.status)))
+    with example_site(tmp_path, port):
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#id_files", str(tmp_path / "huge.png"))
+        page.click("#upload-button")
+        page.wait_for_selector("#upload-errors li")
+
+        assert page.locator("#upload-errors li").all_inner_texts() == [
+            "huge.png is larger than the 8\xa0MiB this site accepts. Send a smaller file."
+        ]
+        # The tus creation was refused (its status read from the response), then
+        # the form's own path recorded the refusal; no tus upload was created.
+        assert ("POST", f"http://127.0.0.1:{port}/files/", 413) in answers
+        assert ("POST", f"http://127.0.0.1:{port}/", 413) in answers
+        assert not TempUpload.objects.filter(resumable=True).exists()
+        assert wait_until(lambda: nothing_pending(tempstore_dirs))
+        assert list(TempUpload.objects.values_list("state", flat=True)) == [State.FAILED]
+    page.close()
+
+
+def test_a_refusal_after_bytes_shows_the_servers_message(
+    browser, transactional_db, tmp_path, settings, tempstore_dirs
+):
+    port = free_port()
+    (tmp_path / "photo.png").write_bytes(PNG + os.urandom(600 * 1024))
+    context = browser.new_context()
+    context.add_init_script(f"window.EXAMPLE_TUS_CHUNK_SIZE = {CHUNK};")
+    refusal = "The body goes past Upload-Length. Send only the bytes that remain."
+    patches = []
+
+    def second_patch_refused(route):  # type: ignore[no-untyped-def]
+        if route.request.method == "PATCH":
+            patches.append(route.request.url)
+            if len(patches) == 2:
+                route.fulfill(
+                    status=413,
+                    headers={"Tus-Resumable": "1.0.0"},
+                    content_type="text/plain",
+                    body=refusal + "\n",
+                )
+                return
+        route.continue_()
+
+    context.route("**/files/**", second_patch_refused)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    with example_site(tmp_path, port):
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#id_files", str(tmp_path / "photo.png"))
+        page.click("#upload-button")
+        page.wait_for_selector("#upload-errors li")
+
+        # A 413 once bytes are stored is not re-sent through the form: the server says why.
+        assert page.locator("#upload-errors li").all_inner_texts() == [refusal]
+        assert not page.locator("#upload-progress").is_visible()
+    context.close()

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from django_tempstore import signals
+from django_tempstore import quota, signals
 from django_tempstore.models import State, TempUpload
 from django_tempstore.scanners import (
     Antivirus,
@@ -17,6 +17,8 @@ from django_tempstore.scanners import (
     ScanResult,
     scan,
 )
+from django_tempstore.tus import claim
+from tests import tus_utils as tus
 from tests.clamd_utils import EICAR_LIKE, SIGNATURE, clamd_daemon
 from tests.utils import starts, upload
 
@@ -133,6 +135,66 @@ def test_antivirus_validator_answers_503_when_clamd_is_down(
 ):
     settings.TEMPSTORE_VALIDATORS = [Antivirus(ClamAVScanner(str(tmp_path / "no.sock")))]
     response = client.post("/accept/", {"file": upload("f.bin", b"x")})
+
+    assert response.status_code == 503
+    assert "Try again later" in response.content.decode()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert_clean()
+
+
+def tus_upload(client, content: bytes, *, parts: int = 2):
+    """Send ``content`` through the tus endpoint in ``parts`` PATCHes; the last answer."""
+    path = tus.upload_path(tus.create(client, len(content)))
+    step = -(-len(content) // parts)
+    for offset in range(0, len(content), step):
+        response = tus.patch(client, path, content[offset : offset + step], offset)
+    return path, response
+
+
+def test_tus_completion_quarantines_an_infected_upload(
+    client, clamd, settings, assert_clean, quarantines, signal_spy
+):
+    settings.TEMPSTORE_QUOTA = 1_000_000
+    settings.TEMPSTORE_VALIDATORS = [Antivirus(ClamAVScanner(str(clamd.socket)))]
+    received = signal_spy(signals.upload_received)
+    path, response = tus_upload(client, EICAR_LIKE)
+
+    assert response.status_code == 422
+    assert response.content.decode() == "The file was refused because it looks infected.\n"
+    row = TempUpload.objects.get()
+    assert row.state == State.QUARANTINED
+    assert row.reason == f"infected: {FOUND}"
+    assert quarantines == [(row.pk, row.reason, FOUND)]
+    assert received == []
+    assert quota.counter_value() == 0
+    assert tus.head(client, path).status_code == 410
+    assert_clean()
+
+
+def test_tus_completion_lets_a_clean_upload_through(
+    client, clamd, settings, assert_clean, signal_spy
+):
+    received = signal_spy(signals.upload_received)
+    settings.TEMPSTORE_QUOTA = 10_000_000
+    settings.TEMPSTORE_SCANNER = ClamAVScanner(str(clamd.socket))
+    settings.TEMPSTORE_VALIDATORS = ["django_tempstore.scanners.Antivirus"]
+    # One byte more than the signature's file: only a scan of the whole file can tell.
+    path, response = tus_upload(client, EICAR_LIKE + b"x")
+
+    assert response.status_code == 204
+    row = TempUpload.objects.get()
+    assert row.state == State.COMPLETE
+    assert received == [row.pk]
+    assert row.path.read_bytes() == EICAR_LIKE + b"x"
+    assert quota.counter_value() == len(EICAR_LIKE) + 1
+    claim(None, row.pk).discard()
+    assert quota.counter_value() == 0
+    assert_clean()
+
+
+def test_tus_completion_answers_503_when_clamd_is_down(client, settings, tmp_path, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = [Antivirus(ClamAVScanner(str(tmp_path / "no.sock")))]
+    _path, response = tus_upload(client, b"x" * 100)
 
     assert response.status_code == 503
     assert "Try again later" in response.content.decode()

@@ -387,6 +387,34 @@ def test_a_png_passes_the_early_and_final_checks(client, settings):
     assert row(created).state == State.COMPLETE
 
 
+def test_magic_byte_check_refuses_after_small_first_patches(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    settings.TEMPSTORE_QUOTA = 1_000_000
+    path = upload_path(create(client, 100_000))
+    pdf = b"%PDF-1.4\n" + b"x" * 9000
+    # Too few bytes to tell a type from: kept, and given to the check with the next ones.
+    assert patch(client, path, pdf[:100], 0).status_code == 204
+    assert patch(client, path, pdf[100:4000], 100).status_code == 204
+
+    response = patch(client, path, pdf[4000:], 4000)
+
+    assert response.status_code == 415
+    assert "image/png" in response.content.decode()
+    assert TempUpload.objects.get().state == State.FAILED
+    assert quota.counter_value() == 0
+    assert head(client, path).status_code == 410
+    assert_clean()
+
+
+def test_a_png_sent_in_small_patches_passes_the_early_and_final_checks(client, settings):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20000
+    path = upload_path(create(client, len(png)))
+    for start in range(0, len(png), 1000):
+        assert patch(client, path, png[start : start + 1000], start).status_code == 204
+    assert row_of(path).state == State.COMPLETE
+
+
 def test_lock_of_a_zombie_is_taken_over(client):
     # A worker killed with its arbiter is reparented, and may never be reaped
     # where PID 1 does not reap: it still answers kill(pid, 0) but holds nothing.
@@ -488,7 +516,9 @@ def test_running_digests_forget_the_oldest_upload_past_the_limit(monkeypatch):
 
 def test_a_patch_takes_one_read_and_two_updates(client, django_assert_num_queries):
     path = upload_path(create(client, 100))
-    with django_assert_num_queries(3):  # The row; the lock; the offset with the lock's release.
+    # The row; the lock; the offset with the lock's release. A PATCH of at most
+    # 4 MiB: a larger one also records its bytes received per block (below).
+    with django_assert_num_queries(3):
         assert patch(client, path, b"x" * 10, 0).status_code == 204
     assert row_of(path).lock_owner == ""
 
@@ -551,3 +581,67 @@ def test_a_patch_whose_lock_was_taken_over_does_not_move_the_offset(
     assert upload.size == 0
     assert upload.lock_owner == intruder
     assert uploads.running_digests.take(upload, 5000) is None
+
+
+MiB = 1024 * 1024
+
+
+def test_a_large_patch_shows_its_bytes_per_block_but_moves_the_offset_at_the_end(client, settings):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.RowWatcher"]
+    RowWatcher.seen = []
+    path = upload_path(create(client, 20 * MiB))
+
+    assert patch(client, path, b"x" * (9 * MiB), 0).status_code == 204
+
+    # Before each 1 MiB chunk: (offset, durable size, received) of the row.
+    seen = {offset // MiB: (size, received) for offset, size, received in RowWatcher.seen}
+    assert seen[3] == (0, 0)  # Not before a whole block arrived.
+    assert seen[4] == seen[7] == (0, 4 * MiB)
+    assert seen[8] == (0, 8 * MiB)
+    upload = row_of(path)
+    assert (upload.size, upload.received, upload.arrived) == (9 * MiB, 9 * MiB, 9 * MiB)
+
+
+class RowWatcher:
+    seen: list[tuple[int, int, int]] = []
+
+    def start(self, upload, request):
+        pass
+
+    def chunk(self, upload, data, offset):
+        fresh = TempUpload.objects.get(pk=upload.pk)
+        RowWatcher.seen.append((offset, fresh.size, fresh.received))
+
+    def complete(self, upload, size):
+        pass
+
+
+def test_a_large_patch_adds_one_statement_per_block_after_the_first(
+    client, django_assert_num_queries
+):
+    path = upload_path(create(client, 20 * MiB))
+    # The row; the lock; bytes received at 4 and 8 MiB; the offset with the lock's release.
+    with django_assert_num_queries(5):
+        assert patch(client, path, b"x" * (9 * MiB), 0).status_code == 204
+
+
+def test_a_failed_patch_shows_only_the_durable_offset_again(client):
+    path = upload_path(create(client, 20 * MiB))
+    body = b"x" * (9 * MiB)
+    bad = checksum("sha1", b"y" * (9 * MiB))
+
+    assert patch(client, path, body, 0, **{"Upload-Checksum": bad}).status_code == 460
+    upload = row_of(path)
+    assert (upload.size, upload.received, upload.arrived) == (0, 0, 0)
+
+
+def test_taking_the_lock_forgets_what_a_killed_patch_showed(client):
+    path = upload_path(create(client, 20 * MiB))
+    assert patch(client, path, b"x" * 10, 0).status_code == 204
+    TempUpload.objects.filter(pk=row_of(path).pk).update(received=5 * MiB)  # kill -9 mid-PATCH
+    assert row_of(path).arrived == 5 * MiB
+
+    upload = row_of(path)
+    uploads.acquire(upload)  # As the next PATCH does, before its first byte.
+
+    assert row_of(path).arrived == upload.arrived == 10

@@ -4,8 +4,10 @@ A resumable upload is a ``receiving`` row with ``resumable`` set, whose file
 grows across requests. Its ``size`` is the offset that HEAD reports: it only
 moves after the bytes below it are on disk (``fdatasync``), and a PATCH first
 cuts the file back to it, so bytes a killed worker wrote past it are never
-counted. The digest of what is below the offset is carried from PATCH to PATCH
-in the process that wrote it (``RunningDigests``). One
+counted. ``received`` is what the admin shows: the bytes that have arrived,
+durable or not, recorded every ``quota.BLOCK`` bytes of a PATCH and reset to
+the offset when a PATCH starts or fails. The digest of what is below the offset
+is carried from PATCH to PATCH in the process that wrote it (``RunningDigests``). One
 request at a time writes to an upload: it holds the row's lock
 (``lock_owner``/``locked_until``), taken by a conditional UPDATE, renewed while
 bytes arrive, and taken over when its holder's process is gone or it expired.
@@ -25,7 +27,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import RequestAborted
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http.request import UnreadablePostError
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -253,7 +255,8 @@ def acquire(upload: TempUpload) -> str:
     token = f"{conf.HOSTNAME}:{me}.{process.start_ticks(me) or ''}:{secrets.token_hex(8)}"
     now = timezone.now()
     until = now + conf.TUS_LOCK_TIMEOUT
-    values = {"lock_owner": token, "locked_until": until}
+    # ``received`` goes back to the offset: what a killed PATCH showed past it is gone.
+    values: dict[str, Any] = {"lock_owner": token, "locked_until": until, "received": F("size")}
     rows = _receiving(upload)
     free = Q(lock_owner="") | Q(locked_until__lt=now)
     # One statement when the row is still as read: nothing to read again.
@@ -261,7 +264,7 @@ def acquire(upload: TempUpload) -> str:
         size=upload.size, upload_length=upload.upload_length, reserved=upload.reserved
     )
     if unchanged.filter(free).update(**values):
-        upload.lock_owner, upload.locked_until = token, until
+        upload.lock_owner, upload.locked_until, upload.received = token, until, upload.size
         return token
     if rows.filter(free).update(**values):
         upload.refresh_from_db(using=conf.DATABASE)
@@ -278,8 +281,11 @@ def acquire(upload: TempUpload) -> str:
 def release(upload: TempUpload, token: str) -> None:
     """Give the lock back, unless the request's last record already did."""
     if upload.lock_owner == token:
-        _receiving(upload).filter(lock_owner=token).update(lock_owner="", locked_until=None)
-        upload.lock_owner, upload.locked_until = "", None
+        # A PATCH that ends here failed: what it showed past the offset was not kept.
+        _receiving(upload).filter(lock_owner=token).update(
+            lock_owner="", locked_until=None, received=F("size")
+        )
+        upload.lock_owner, upload.locked_until, upload.received = "", None, upload.size
 
 
 def _record(upload: TempUpload, token: str, size: int | None, **extra: Any) -> None:
@@ -292,7 +298,7 @@ def _record(upload: TempUpload, token: str, size: int | None, **extra: Any) -> N
         **extra,
     }
     if size is not None:
-        values["size"] = size
+        values["size"] = values["received"] = size
     if not _receiving(upload).filter(lock_owner=token).update(**values):
         raise TusError(
             protocol.CONFLICT,
@@ -300,6 +306,13 @@ def _record(upload: TempUpload, token: str, size: int | None, **extra: Any) -> N
         )
     for key, value in values.items():
         setattr(upload, key, value)
+
+
+def _show_progress(upload: TempUpload, token: str, received: int) -> None:
+    """Record the bytes received so far for the admin; the offset stays where it is durable."""
+    # A lost lock changes nothing here: the next record answers 409.
+    if _receiving(upload).filter(lock_owner=token).update(received=received):
+        upload.received = received
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -349,18 +362,29 @@ def write(
     watch_disk = covered is None and conf.MIN_FREE_SPACE > 0
     # The first bytes meet the validators at once (a magic-byte check refuses a
     # wrong type before the rest is sent); all of them run again on completion.
-    early = validators.for_file(request, upload) if offset == 0 and not upload.concat else None
+    # A PATCH that starts within the bytes a type is sniffed from gives them
+    # what earlier PATCHes stored first, so small first PATCHes are checked too.
+    early = None
+    if offset < validators.SNIFF_BYTES and not upload.concat:
+        early = validators.for_file(request, upload)
     chunk_size = conf.CHUNK_SIZE
     prime_allocator(chunk_size)
     digest = _resume_digest(upload, content_length)
-    fd = os.open(upload.path, os.O_WRONLY | _NOFOLLOW | _CLOEXEC)
+    # Readable too: a PATCH within the sniffed bytes reads the ones before it.
+    mode = os.O_RDWR if early is not None and offset else os.O_WRONLY
+    fd = os.open(upload.path, mode | _NOFOLLOW | _CLOEXEC)
     position = offset
     try:
         if early is not None:
             _refuse_if_invalid(upload, early.start)
+            if offset:
+                _refuse_if_invalid(upload, early.chunk, os.pread(fd, offset, 0), 0)
         # Bytes past the recorded offset were never confirmed (a killed worker's).
         os.ftruncate(fd, offset)
         next_record = time.monotonic() + interval
+        # Per block, as the multipart handler records its size: a PATCH of at
+        # most one block costs no statement for this (the last record shows it).
+        next_progress = offset + quota.BLOCK
         remaining = content_length
         try:
             while remaining > 0:
@@ -392,6 +416,9 @@ def write(
                     digest.update(data)
                 position = end
                 remaining -= len(data)
+                if position >= next_progress and remaining > 0:
+                    _show_progress(upload, token, position)
+                    next_progress = position + quota.BLOCK
         except UploadRejected:
             if not upload.is_pending:
                 raise

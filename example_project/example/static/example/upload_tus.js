@@ -120,17 +120,19 @@
         }
       },
       onError: (error) => {
+        // A DetailedError carries the server's answer (a network error has none).
+        // Read it first: abort() below resets the request, its status and its body.
+        const response = error.originalResponse || null;
+        const code = response ? response.getStatus() : 0;
+        const body = response && response.getBody() ? String(response.getBody()).trim() : "";
         for (const upload of uploads) upload.abort();
         done(false);
-        const response = error.originalResponse;
-        const code = Number((/response code: (\d+)/.exec(String(error.message)) || [])[1]);
         if (code === 413 && !sent.some((bytes) => bytes > 0)) {
           // Too large for this site: the form's own path records and explains the refusal.
           viaForm = true;
           form.requestSubmit();
           return;
         }
-        const body = response && response.getBody() ? response.getBody().trim() : "";
         // The server's message says what to do; it names "the file", the page names it.
         showErrors([body ? body.replace(/^The file\b/, file.name) : "The upload failed (" + String(error.message || error) + "). Try again."]);
       },
