@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 from tests.servers import ROOT, Server, run_server
 from tests.utils import require_marker
@@ -63,7 +64,13 @@ def chromium() -> Iterator[object]:
     require_marker("browser", "Chromium")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    # Playwright's sync API keeps an asyncio loop running in this thread, which
+    # Django mistakes for an async context. The tests' ORM calls are plain sync
+    # calls in this thread, so the guard steps aside while the browser runs.
+    with (
+        mock.patch.dict(os.environ, {"DJANGO_ALLOW_ASYNC_UNSAFE": "true"}),
+        sync_playwright() as pw,
+    ):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser

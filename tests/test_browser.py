@@ -30,19 +30,8 @@ GIF = b"GIF89a"
 @pytest.fixture(scope="module")
 @starts("browser")
 def browser():
-    # Playwright's sync API keeps an asyncio loop running in this thread, which
-    # Django mistakes for an async context. The ORM calls of these tests are
-    # plain sync calls in this thread, so the guard can step aside meanwhile.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with chromium() as browser:
-            yield browser
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from django_tempstore.models import State, TempUpload
-from tests.browser import CHROMIUM_ARGS, missing_browser, screenshot
+from tests.browser import chromium, missing_browser, screenshot
 from tests.conftest import temp_files
 from tests.servers import ROOT, free_port, run_server, wait_until
 
@@ -29,22 +29,8 @@ CHUNK = 256 * 1024
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    from tests.browser import CHROMIUM
-
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium() as browser:
+        yield browser
 
 
 def example_site(log_dir: Path, port: int, **env: str):  # type: ignore[no-untyped-def]
