@@ -174,22 +174,11 @@ def test_connection_lost_mid_streamed_upload_is_503_and_frees_everything(
 ):
     from django.db import connection
 
-    from tests.test_faults_database import terminate_other_backends
+    from tests.test_faults_database import assert_database_loss_answers_503
 
     if connection.vendor != "postgresql":
         pytest.skip("pg_terminate_backend needs PostgreSQL")
     settings.TEMPSTORE_QUOTA = 256 * MiB
-    body = multipart_one("big.bin", os.urandom(24 * MiB))
     with run_server("uvicorn", tmp_path, TEMPSTORE_TEST_QUOTA=str(256 * MiB)) as server:
-        answer = post(
-            server.port, "/accept/", body, content_type(), pause=0.002,
-            midway=terminate_other_backends,
-        )  # fmt: skip
-        assert answer.status == 503, answer.body
-        assert answer.headers["retry-after"]
-        assert answer.json()["code"] == "service_unavailable"
-        assert wait_until(lambda: settled(tempstore_dirs)), server.log.read_text()
-        assert list(TempUpload.objects.values_list("state", flat=True)) == [State.FAILED]
-        again = post(server.port, "/accept/", multipart_one("a.bin", b"x" * 1000), content_type())
-        assert again.status == 200, again.body
+        assert_database_loss_answers_503(server, tempstore_dirs)
     assert "Traceback" not in server.log.read_text()

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -56,21 +57,26 @@ def test_connection_lost_mid_upload_is_503_and_frees_everything(
 ):
     if connection.vendor != "postgresql":
         pytest.skip("pg_terminate_backend needs PostgreSQL")
-    body = multipart_one("big.bin", os.urandom(24 * MiB))
     with gunicorn(tmp_path, settings, worker) as server:
-        answer = post(
-            server.port, "/accept/", body, content_type(), pause=0.002,
-            midway=terminate_other_backends,
-        )  # fmt: skip
-        assert answer.status == 503, answer.body
-        assert answer.headers["retry-after"]
-        assert answer.json()["code"] == "service_unavailable"
-        assert wait_until(lambda: settled(tempstore_dirs)), server.log.read_text()
-        assert list(TempUpload.objects.values_list("state", flat=True)) == [State.FAILED]
-        # The worker answers the next upload on a fresh connection.
-        again = post(server.port, "/accept/", multipart_one("a.bin", b"x" * 1000), content_type())
-        assert again.status == 200, again.body
+        assert_database_loss_answers_503(server, tempstore_dirs)
     assert "Traceback" not in server.log.read_text()
+
+
+def assert_database_loss_answers_503(server: Any, tempstore_dirs: Any) -> None:
+    """PostgreSQL drops the server's connection halfway through a 24 MiB body."""
+    body = multipart_one("big.bin", os.urandom(24 * MiB))
+    answer = post(
+        server.port, "/accept/", body, content_type(), pause=0.002,
+        midway=terminate_other_backends,
+    )  # fmt: skip
+    assert answer.status == 503, answer.body
+    assert answer.headers["retry-after"]
+    assert answer.json()["code"] == "service_unavailable"
+    assert wait_until(lambda: settled(tempstore_dirs)), server.log.read_text()
+    assert list(TempUpload.objects.values_list("state", flat=True)) == [State.FAILED]
+    # The worker answers the next upload on a fresh connection.
+    again = post(server.port, "/accept/", multipart_one("a.bin", b"x" * 1000), content_type())
+    assert again.status == 200, again.body
 
 
 @pytest.mark.parametrize("worker", sorted(SERVERS))
