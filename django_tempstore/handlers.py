@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connections
 
 from . import lifecycle, quota, validators
+from .multipart import StreamingMultiPartParser
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, ServiceUnavailable, UploadRejected
 from .files import TempStoreUploadedFile
@@ -134,7 +135,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         content_length: int,
         boundary: str,
         encoding: str | None = None,
-    ) -> None:
+    ) -> tuple[Any, Any] | None:
         try:
             with self._database(None):
                 quota.check_request(content_length, quota.quota_key(self.request))
@@ -143,6 +144,30 @@ class TempStoreUploadHandler(FileUploadHandler):
             raise
         if content_length:
             self._bound = min(content_length, self._bound or content_length)
+        handlers = self._parses_for()
+        if handlers is None:
+            return None
+        return StreamingMultiPartParser(META, input_data, handlers, encoding).parse()
+
+    def _parses_for(self) -> list[FileUploadHandler] | None:
+        """The request's handlers if this one parses the body for them, else None.
+
+        Returning from ``handle_raw_input`` skips the ``handle_raw_input`` of the
+        handlers after this one, so the body is parsed here only when none of them
+        has its own; Django's parser then drives every handler's hooks as usual.
+        """
+        if self.request is None:
+            return None
+        handlers = list(self.request.upload_handlers)
+        for index, handler in enumerate(handlers):
+            if handler is self:
+                later = handlers[index + 1 :]
+                if all(
+                    type(h).handle_raw_input is FileUploadHandler.handle_raw_input for h in later
+                ):
+                    return handlers
+                return None
+        return None
 
     def new_file(
         self,
