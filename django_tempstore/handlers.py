@@ -19,11 +19,11 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connections
 
 from . import lifecycle, quota, validators
-from .multipart import StreamingMultiPartParser
 from .conf import conf
 from .exceptions import FileTooLarge, InsufficientStorage, ServiceUnavailable, UploadRejected
 from .files import TempStoreUploadedFile
 from .models import State
+from .multipart import StreamingMultiPartParser
 from .storage import create_temp, unlink
 
 if TYPE_CHECKING:

@@ -80,7 +80,7 @@ class StreamingMultiPartParser(MultiPartParser):
                 if item_type != FILE and settings.DATA_UPLOAD_MAX_NUMBER_FIELDS is not None:
                     num_post_keys += 1
                     # 2 accounts for empty raw fields before and after the last boundary.
-                    if settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 2 < num_post_keys:
+                    if num_post_keys > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 2:
                         raise TooManyFieldsSent(
                             "The number of GET/POST parameters exceeded "
                             "settings.DATA_UPLOAD_MAX_NUMBER_FIELDS."

@@ -215,4 +215,3 @@ def test_parses_only_when_no_later_handler_has_its_own_raw_input(rf, later, pars
     ours = TempStoreUploadHandler(request)
     request.upload_handlers = [ours, *(cls(request) for cls in later)]
     assert (ours._parses_for() is not None) is parses
-
