@@ -27,17 +27,15 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadhandler import SkipFile, StopFutureHandlers, StopUpload
-from django.http import QueryDict
-from django.http.multipartparser import (
-    MAX_TOTAL_HEADER_SIZE,
-    MultiPartParser,
-    MultiPartParserError,
-)
+from django.http import QueryDict, multipartparser
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.utils.datastructures import MultiValueDict
 from django.utils.encoding import force_str
 from django.utils.http import parse_header_parameters
 
 RAW, FILE, FIELD = "raw", "file", "field"
+#: Django's limit on an item's headers (not in django-stubs).
+MAX_TOTAL_HEADER_SIZE: int = getattr(multipartparser, "MAX_TOTAL_HEADER_SIZE", 1024)
 _BREAKS = frozenset(b"\r\n-")
 
 Meta = dict[str, tuple[str, dict[str, bytes]]]
@@ -45,6 +43,16 @@ Meta = dict[str, tuple[str, dict[str, bytes]]]
 
 class StreamingMultiPartParser(MultiPartParser):
     """Django's ``MultiPartParser`` with the body searched in place (see the module)."""
+
+    # Set by MultiPartParser.__init__, which checks them; django-stubs does not declare them.
+    _boundary: bytes
+    _input_data: Any
+    _chunk_size: int
+    _encoding: str
+    _content_length: int
+    _upload_handlers: list[Any]
+    _close_files: Callable[[], None]
+    _files: MultiValueDict[str, Any]
 
     def _parse(self) -> tuple[QueryDict, MultiValueDict[str, Any]]:
         """Parse like Django's ``MultiPartParser._parse()``, minus ``handle_raw_input``.
@@ -87,13 +95,13 @@ class StreamingMultiPartParser(MultiPartParser):
                         )
                 try:
                     disposition = meta_data["content-disposition"][1]
-                    field_name = disposition["name"].strip()
+                    raw_name = disposition["name"].strip()
                 except (KeyError, IndexError, AttributeError):
                     body.skip()
                     continue
                 transfer_encoding = meta_data.get("content-transfer-encoding")
                 encoding_name = transfer_encoding[0].strip() if transfer_encoding else None
-                field_name = force_str(field_name, encoding, errors="replace")
+                field_name = force_str(raw_name, encoding, errors="replace")
 
                 if item_type == FIELD:
                     if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None:
@@ -126,9 +134,10 @@ class StreamingMultiPartParser(MultiPartParser):
                         raise TooManyFilesSent(
                             "The number of files exceeded settings.DATA_UPLOAD_MAX_NUMBER_FILES."
                         )
-                    file_name = disposition.get("filename")
-                    if file_name:
-                        file_name = force_str(file_name, encoding, errors="replace")
+                    raw_file_name = disposition.get("filename")
+                    file_name = None
+                    if raw_file_name:
+                        file_name = force_str(raw_file_name, encoding, errors="replace")
                         file_name = self.sanitize_file_name(file_name)
                     if not file_name:
                         body.skip()
@@ -183,7 +192,7 @@ class StreamingMultiPartParser(MultiPartParser):
                     handler.upload_interrupted()
             body.exhaust()
         any(handler.upload_complete() for handler in handlers)
-        self._post._mutable = False  # type: ignore[attr-defined]
+        self._post._mutable = False
         return self._post, self._files
 
 
