@@ -10,7 +10,7 @@ parser, the ceiling. Best of ``--rounds`` runs; the ratios are against Django's.
 A parser that is not installed is skipped.
 
 The process's allocator is primed first, as ``TempStoreUploadHandler`` primes a
-worker's (see ``_prime_allocator``): without it every 1 MiB bytes object a parser
+worker's (see ``prime_allocator``): without it every 1 MiB bytes object a parser
 makes is a fresh ``mmap`` whose pages all fault, which slows the parsers that copy
 (Django's most) by more than their own work. ``--no-prime`` measures that case.
 """

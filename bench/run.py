@@ -44,7 +44,7 @@ CONFIGS = [
 ]
 OURS, STOCK, NO_DIGEST = "tempstore+sha256", "stock-temp", "tempstore"
 #: The stock handler with glibc's malloc tuned as the handler's priming tunes it
-#: (mmap threshold 16 MiB, trim threshold twice that; see _prime_allocator), so
+#: (mmap threshold 16 MiB, trim threshold twice that; see prime_allocator), so
 #: that the ratio against it is the design's gain, not the allocator's.
 TUNED = "stock-temp/malloc-tuned"
 CONFIG_ENV = {
