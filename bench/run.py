@@ -44,8 +44,10 @@ CONFIGS = [
 ]
 OURS, STOCK, NO_DIGEST = "tempstore+sha256", "stock-temp", "tempstore"
 #: The stock handler with glibc's malloc tuned as the handler's priming tunes it
-#: (mmap threshold 16 MiB, trim threshold twice that; see prime_allocator), so
-#: that the ratio against it is the design's gain, not the allocator's.
+#: (prime_allocator: mmap threshold 8 to 16 MiB, trim threshold twice that; 16 MiB
+#: here, the most it sets; any threshold above the 1 to 2 MiB buffers of the upload
+#: path has the same effect), so that the ratio against it is the design's gain,
+#: not the allocator's.
 TUNED = "stock-temp/malloc-tuned"
 CONFIG_ENV = {
     TUNED: {"MALLOC_MMAP_THRESHOLD_": str(16 * 1024 * 1024),
