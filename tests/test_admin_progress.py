@@ -262,3 +262,20 @@ def test_a_tus_patch_shows_its_bytes_per_block_while_the_offset_stays_durable(
             patch.sendall(os.urandom(length - 10 * MiB))
             assert " 204 " in answer_head(patch)
         assert progress_of(admin_client, row_id)["text"] == "64\xa0MiB"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_without_quota_is_recorded_at_growing_steps(client, settings):
+    # One UPDATE per 4 MiB block would be 12 for 64 MiB; steps of more than a quarter of the
+    # size last recorded give 7 (6, 11, 16, 21, 31, 41, 56 MiB).
+    settings.TEMPSTORE_QUOTA = None
+    body = multipart_one("m.bin", b"x" * (64 * MiB))
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/accept/", body, content_type=content_type())
+    assert response.status_code == 200
+    progress = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("UPDATE") and '"size"' in q["sql"] and '"digest"' not in q["sql"]
+    ]
+    assert 1 <= len(progress) <= 8
