@@ -291,6 +291,7 @@ _SETTINGS: list[tuple[str, tuple[type, ...], bool, float | None]] = [
     ("TEMPSTORE_QUOTA", _BYTES, True, 1),
     ("TEMPSTORE_QUOTA_PER_KEY", _BYTES, True, 1),
     ("TEMPSTORE_MIN_FREE_SPACE", _BYTES, False, 0),
+    ("TEMPSTORE_MAX_MEMORY_SIZE", _BYTES, True, 0),
     ("TEMPSTORE_RETRY_AFTER", (int,), False, 0),
     ("TEMPSTORE_PROMOTE_RETRIES", (int,), False, 0),
     ("TEMPSTORE_KEEP_TTL", _DURATION, False, 0),

@@ -33,6 +33,15 @@ class Settings:
         return int(getattr(settings, "TEMPSTORE_CHUNK_SIZE", 1024 * 1024))
 
     @property
+    def MAX_MEMORY_SIZE(self) -> int:
+        """A request whose body is at most this many bytes keeps its files in memory
+        until the view needs a temp file; 0 tracks every file from its first byte."""
+        value = getattr(settings, "TEMPSTORE_MAX_MEMORY_SIZE", None)
+        if value is None:
+            return int(settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
+        return int(value)
+
+    @property
     def DIGEST(self) -> str | None:
         """A ``hashlib`` algorithm name computed while streaming, or None."""
         return getattr(settings, "TEMPSTORE_DIGEST", "sha256")

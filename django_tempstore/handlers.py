@@ -160,13 +160,24 @@ class TempStoreUploadHandler(FileUploadHandler):
             self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
         with self._database(None):
-            upload = lifecycle.start(
+            upload = lifecycle.prepare(
                 original_name=file_name,
                 content_type=content_type,
                 charset=charset,
                 field_name=field_name,
                 request=self.request,
             )
+        self._validation = validators.for_file(self.request, upload)
+        self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
+        if self._validation is None and self._fits_in_memory():
+            self.file = TempStoreUploadedFile.in_memory_file(
+                upload, self.file_name, self.content_type, self.charset, self.content_type_extra
+            )
+            if self.request is not None:
+                RequestScope.of(self.request).track(self.file)
+            return
+        with self._database(None):
+            lifecycle.insert(upload)
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
@@ -183,10 +194,19 @@ class TempStoreUploadHandler(FileUploadHandler):
         )
         if self.request is not None:
             RequestScope.of(self.request).track(self.file)
-        self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
-        self._validation = validators.for_file(self.request, upload)
         self._validate("start")
+
+    def _fits_in_memory(self) -> bool:
+        """Whether this request's files may wait in memory: its whole body is at most
+        ``TEMPSTORE_MAX_MEMORY_SIZE`` (as ``MemoryFileUploadHandler`` decides)."""
+        if self.request is None:
+            return False
+        try:
+            length = int(self.request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return False
+        return 0 < length <= conf.MAX_MEMORY_SIZE
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         size = start + len(raw_data)
@@ -194,6 +214,12 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and size > self.max_file_size:
             too_large = FileTooLarge.for_limit(self.max_file_size, self.file_name or "")
             self._abort(too_large, too_large.reason)
+        if self.file.in_memory:
+            # No disk, no row: nothing to reserve, validate or heartbeat.
+            self.file.file.write(raw_data)
+            if self._hash is not None:
+                self._hash.update(raw_data)
+            return None
         if size > self._covered:
             try:
                 with self._database(self.file):
@@ -229,6 +255,9 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.file.seek(0)
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
+        if self.file.in_memory:
+            upload.state, upload.size, upload.digest = State.COMPLETE, file_size, digest
+            return self.file
         self._validate("complete", file_size, digest)
         try:
             with self._database(self.file):
@@ -242,6 +271,9 @@ class TempStoreUploadHandler(FileUploadHandler):
     def upload_interrupted(self) -> None:
         if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
             self.file.close()
+            if self.file.in_memory:
+                self.file.temp_upload.state = State.FAILED
+                return
             with self._database(self.file):
                 lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
 
@@ -263,8 +295,11 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.close()
         if isinstance(exc, _DatabaseDown):
             raise exc  # Already cleaned up by _database(); the row waits for the request's end.
-        with self._database(self.file):
-            lifecycle.fail(self.file.temp_upload, reason)
+        if self.file.in_memory:
+            self.file.temp_upload.state = State.FAILED  # No row to close.
+        else:
+            with self._database(self.file):
+                lifecycle.fail(self.file.temp_upload, reason)
         if exc is None:
             raise
         self._reject(exc)

@@ -71,6 +71,28 @@ def start(
     **fields: Any,
 ) -> TempUpload:
     """Write the row of a new upload; the file is created after this."""
+    upload = prepare(
+        original_name=original_name,
+        content_type=content_type,
+        charset=charset,
+        field_name=field_name,
+        request=request,
+        **fields,
+    )
+    insert(upload)
+    return upload
+
+
+def prepare(
+    *,
+    original_name: str | None,
+    content_type: str | None = "",
+    charset: str | None = "",
+    field_name: str | None = "",
+    request: HttpRequest | None = None,
+    **fields: Any,
+) -> TempUpload:
+    """The row of a new upload, not written yet (``insert()`` writes it)."""
     upload = TempUpload(
         **fields,
         name=new_name(),
@@ -89,8 +111,14 @@ def start(
         if user is not None and getattr(user, "is_authenticated", False):
             upload.user_id = user.pk
         upload.quota_key = quota.quota_key(request)
-    upload.save(using=conf.DATABASE, force_insert=True)
     return upload
+
+
+def insert(upload: TempUpload) -> None:
+    """Write the row of a ``prepare()``d upload, as ``receiving``; its file comes after."""
+    upload.state = State.RECEIVING
+    upload.updated_at = timezone.now()
+    upload.save(using=conf.DATABASE, force_insert=True)
 
 
 def _row(upload: TempUpload) -> TempUploadQuerySet:
