@@ -7,7 +7,8 @@ import errno
 import io
 import logging
 import os
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 from django.core.files.uploadedfile import UploadedFile
 
@@ -40,39 +41,75 @@ class TempStoreUploadedFile(_UploadedFile):
     """
 
     file: IO[bytes]
+    #: The upload's row. A file held in memory builds it on first use (``__getattr__``).
+    temp_upload: TempUpload
 
     def __init__(
         self,
-        temp_upload: TempUpload,
+        temp_upload: TempUpload | None,
         file: IO[bytes],
         name: str | None,
         content_type: str | None,
         charset: str | None,
         content_type_extra: dict[str, bytes] | None = None,
         *,
-        in_memory: bool = False,
+        prepare: Callable[[], TempUpload] | None = None,
     ) -> None:
         super().__init__(file, name, content_type, 0, charset, content_type_extra)
-        self.temp_upload = temp_upload
+        if temp_upload is not None:
+            self.temp_upload = temp_upload
+        #: Builds the row of a file held in memory (a ``lifecycle.prepare()``).
+        self._prepare = prepare
+        #: The row's fields a file held in memory has set before its row was built.
+        self._fields: dict[str, Any] = {"state": State.RECEIVING, "size": 0, "digest": ""}
         self._path_handed_out = False
         self._moved_to: str | None = None
         #: True while the content is only in ``file`` (a ``BytesIO``), with no row.
-        self.in_memory = in_memory
+        self.in_memory = prepare is not None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for a missing attribute: the row of a file held in memory,
+        # which costs a model instance, is built when someone asks for it.
+        prepare = self.__dict__.get("_prepare")
+        if name != "temp_upload" or prepare is None:
+            raise AttributeError(name)
+        upload = prepare()
+        for key, value in self._fields.items():
+            setattr(upload, key, value)
+        self.temp_upload = upload
+        return upload
 
     @classmethod
     def in_memory_file(
         cls,
-        temp_upload: TempUpload,
+        prepare: Callable[[], TempUpload],
         name: str | None,
         content_type: str | None,
         charset: str | None,
         content_type_extra: dict[str, bytes] | None = None,
+        *,
+        digest_algorithm: str = "",
     ) -> TempStoreUploadedFile:
-        """A file held in memory; ``temp_upload`` is a ``lifecycle.prepare()``d row."""
-        return cls(
-            temp_upload, io.BytesIO(), name, content_type, charset, content_type_extra,
-            in_memory=True,
-        )  # fmt: skip
+        """A file held in memory, whose row ``prepare()`` builds (not writes) when needed."""
+        file = cls(
+            None, io.BytesIO(), name, content_type, charset, content_type_extra, prepare=prepare
+        )
+        file._fields["digest_algorithm"] = digest_algorithm
+        return file
+
+    def field(self, name: str) -> Any:
+        """A field of the row, without building the row of a file held in memory."""
+        upload = self.__dict__.get("temp_upload")
+        return self._fields[name] if upload is None else getattr(upload, name)
+
+    def set_fields(self, **values: Any) -> None:
+        """Set fields of the row (not written), without building the row of a file in memory."""
+        upload = self.__dict__.get("temp_upload")
+        if upload is None:
+            self._fields.update(values)
+            return
+        for key, value in values.items():
+            setattr(upload, key, value)
 
     def spill(self) -> None:
         """Move a file held in memory to a tracked temp file: write its row, then the file.
@@ -121,13 +158,14 @@ class TempStoreUploadedFile(_UploadedFile):
     @property
     def sha256(self) -> str | None:
         """Hex digest of the content, if ``TEMPSTORE_DIGEST`` is sha256."""
-        if self.temp_upload.digest_algorithm == "sha256" and self.temp_upload.digest:
-            return self.temp_upload.digest
+        digest: str = self.field("digest")
+        if self.field("digest_algorithm") == "sha256" and digest:
+            return digest
         return None
 
     @property
     def digest(self) -> str:
-        return self.temp_upload.digest
+        return str(self.field("digest"))
 
     def temporary_file_path(self) -> str:
         """Return the full path of the temp file (spilling a file held in memory)."""
@@ -143,9 +181,9 @@ class TempStoreUploadedFile(_UploadedFile):
 
     def keep(self, ttl: float | None = None) -> None:
         """Keep the temp file after the request, until ``ttl`` seconds from now."""
-        if self.in_memory and self.temp_upload.state != State.COMPLETE:
+        if self.in_memory and self.field("state") != State.COMPLETE:
             raise UploadStateError(
-                f"Cannot keep upload {self.temp_upload.pk} in state {self.temp_upload.state!r}."
+                f"Cannot keep upload {self.temp_upload.pk} in state {self.field('state')!r}."
             )
         self.spill()
         lifecycle.keep(self.temp_upload, ttl)
@@ -154,7 +192,7 @@ class TempStoreUploadedFile(_UploadedFile):
         """Delete the temp file now (or forget a file held in memory: no row, no signal)."""
         self.file.close()
         if self.in_memory:
-            self.temp_upload.state = State.DISCARDED
+            self.set_fields(state=State.DISCARDED)
             return
         lifecycle.discard(self.temp_upload, reason="discarded by the application")
 
@@ -188,10 +226,10 @@ class TempStoreUploadedFile(_UploadedFile):
 
     def end_of_request(self) -> None:
         """Close the row of an upload its request did not persist or keep."""
-        upload = self.temp_upload
         self.close()
         if self.in_memory:
             return  # No row, no file: nothing to close.
+        upload = self.temp_upload
         lifecycle.rollback_uncommitted(upload)
         if upload.state == State.RECEIVING:
             lifecycle.fail(upload, "the request ended before the file was complete")

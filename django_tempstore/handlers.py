@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.files.uploadhandler import FileUploadHandler
 from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connections
+from django.utils import timezone
 
 from . import lifecycle, quota, validators
 from .conf import conf
@@ -159,25 +160,36 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
             self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
-        with self._database(None):
-            upload = lifecycle.prepare(
-                original_name=file_name,
-                content_type=content_type,
-                charset=charset,
-                field_name=field_name,
-                request=self.request,
-            )
-        self._validation = validators.for_file(self.request, upload)
-        self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
-        if self._validation is None and self._fits_in_memory():
+        fields: dict[str, Any] = {
+            "original_name": file_name,
+            "content_type": content_type,
+            "charset": charset,
+            "field_name": field_name,
+            "created_at": timezone.now(),
+        }
+        chosen = validators.validators_for(self.request)
+        algorithm = conf.DIGEST or ""
+        self._hash = OverlappedHash(algorithm) if algorithm else None
+        self._validation = None
+        if not chosen and self.request is not None and _fits_in_memory(self.request):
+            # Weak: the file is in request.FILES, and its row is built (if ever)
+            # while the request is alive.
+            request = weakref.ref(self.request)
             self.file = TempStoreUploadedFile.in_memory_file(
-                upload, self.file_name, self.content_type, self.charset, self.content_type_extra
+                lambda: lifecycle.prepare(request=request(), **fields),
+                self.file_name,
+                self.content_type,
+                self.charset,
+                self.content_type_extra,
+                digest_algorithm=algorithm,
             )
-            if self.request is not None:
-                RequestScope.of(self.request).track(self.file)
+            RequestScope.of(self.request).track(self.file)
             return
         with self._database(None):
+            upload = lifecycle.prepare(request=self.request, **fields)
             lifecycle.insert(upload)
+        if chosen:
+            self._validation = validators.FileValidation(chosen, upload, self.request)
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
@@ -197,20 +209,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
         self._validate("start")
 
-    def _fits_in_memory(self) -> bool:
-        """Whether this request's files may wait in memory: its whole body is at most
-        ``TEMPSTORE_MAX_MEMORY_SIZE`` (as ``MemoryFileUploadHandler`` decides)."""
-        if self.request is None:
-            return False
-        try:
-            length = int(self.request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return False
-        return 0 < length <= conf.MAX_MEMORY_SIZE
-
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         size = start + len(raw_data)
-        upload = self.file.temp_upload
         if self.max_file_size is not None and size > self.max_file_size:
             too_large = FileTooLarge.for_limit(self.max_file_size, self.file_name or "")
             self._abort(too_large, too_large.reason)
@@ -220,6 +220,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             if self._hash is not None:
                 self._hash.update(raw_data)
             return None
+        upload = self.file.temp_upload
         if size > self._covered:
             try:
                 with self._database(self.file):
@@ -251,13 +252,13 @@ class TempStoreUploadHandler(FileUploadHandler):
         return None
 
     def file_complete(self, file_size: int) -> TempStoreUploadedFile:
-        upload = self.file.temp_upload
         self.file.file.seek(0)
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
         if self.file.in_memory:
-            upload.state, upload.size, upload.digest = State.COMPLETE, file_size, digest
+            self.file.set_fields(state=State.COMPLETE, size=file_size, digest=digest)
             return self.file
+        upload = self.file.temp_upload
         self._validate("complete", file_size, digest)
         try:
             with self._database(self.file):
@@ -269,10 +270,10 @@ class TempStoreUploadHandler(FileUploadHandler):
         return self.file
 
     def upload_interrupted(self) -> None:
-        if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
+        if hasattr(self, "file") and self.file.field("state") == State.RECEIVING:
             self.file.close()
             if self.file.in_memory:
-                self.file.temp_upload.state = State.FAILED
+                self.file.set_fields(state=State.FAILED)
                 return
             with self._database(self.file):
                 lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
@@ -296,7 +297,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         if isinstance(exc, _DatabaseDown):
             raise exc  # Already cleaned up by _database(); the row waits for the request's end.
         if self.file.in_memory:
-            self.file.temp_upload.state = State.FAILED  # No row to close.
+            self.file.set_fields(state=State.FAILED)  # No row to close.
         else:
             with self._database(self.file):
                 lifecycle.fail(self.file.temp_upload, reason)
@@ -330,6 +331,16 @@ class TempStoreUploadHandler(FileUploadHandler):
             # Django's error views read request.POST again (their CSRF check):
             # that must neither parse the rest of the body nor raise again.
             self.request._mark_post_parse_error()  # type: ignore[attr-defined]
+
+
+def _fits_in_memory(request: HttpRequest) -> bool:
+    """Whether this request's files may wait in memory: its whole body is at most
+    ``TEMPSTORE_MAX_MEMORY_SIZE`` (as ``MemoryFileUploadHandler`` decides)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return 0 < length <= conf.MAX_MEMORY_SIZE
 
 
 def _write_all(fh: Any, data: bytes) -> None:
@@ -396,7 +407,7 @@ class RequestScope:
             return
         self.closed = True
         self._finalizer.detach()
-        if self.files:
+        if any(not file.in_memory for file in self.files):
             _replace_broken_connection()
         while self.files:
             file = self.files.pop()
@@ -429,11 +440,11 @@ def _never_closed(files: list[TempStoreUploadedFile]) -> None:
     # From the garbage collector: no database write; the sweep closes the rows.
     for file in files:
         file.close()
-    if files:
+    if any(not file.in_memory for file in files):
         logger.warning(
             "django-tempstore: a request ended without closing its uploads %s "
             "(is TempStoreMiddleware installed?); the sweep will close them.",
-            ", ".join(str(file.temp_upload.pk) for file in files),
+            ", ".join(str(file.temp_upload.pk) for file in files if not file.in_memory),
         )
 
 

@@ -200,10 +200,16 @@ def test_a_spill_reserves_its_bytes_and_the_close_releases_them(client, settings
 
 
 def in_memory_file(content: bytes) -> TempStoreUploadedFile:
-    upload = lifecycle.prepare(original_name="small.bin")
-    file = TempStoreUploadedFile.in_memory_file(upload, "small.bin", "text/plain", None)
+    """A file as the handler leaves it after the last chunk of a small request."""
+    file = TempStoreUploadedFile.in_memory_file(
+        lambda: lifecycle.prepare(original_name="small.bin"),
+        "small.bin",
+        "text/plain",
+        None,
+        digest_algorithm="sha256",
+    )
     file.file.write(content)
-    upload.state, upload.size = State.COMPLETE, len(content)
+    file.set_fields(state=State.COMPLETE, size=len(content), digest=SHA256)
     return file
 
 
