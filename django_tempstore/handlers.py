@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import queue
 import threading
@@ -127,6 +128,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         self._bound = self.max_file_size
         #: Bytes of the current file covered by its quota reservation.
         self._covered = 0
+        #: The chunks of the current file, while it is held in memory.
+        self._chunks: list[bytes] = []
 
     def handle_raw_input(
         self,
@@ -160,6 +163,7 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
             self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
+        self._chunks = []
         fields: dict[str, Any] = {
             "original_name": file_name,
             "content_type": content_type,
@@ -215,8 +219,9 @@ class TempStoreUploadHandler(FileUploadHandler):
             too_large = FileTooLarge.for_limit(self.max_file_size, self.file_name or "")
             self._abort(too_large, too_large.reason)
         if self.file.in_memory:
-            # No disk, no row: nothing to reserve, validate or heartbeat.
-            self.file.file.write(raw_data)
+            # No disk, no row: nothing to reserve, validate or heartbeat. The
+            # chunks are joined once at the end (a single one is not copied).
+            self._chunks.append(raw_data)
             if self._hash is not None:
                 self._hash.update(raw_data)
             return None
@@ -252,12 +257,17 @@ class TempStoreUploadHandler(FileUploadHandler):
         return None
 
     def file_complete(self, file_size: int) -> TempStoreUploadedFile:
-        self.file.file.seek(0)
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
         if self.file.in_memory:
+            chunks, self._chunks = self._chunks, []
+            content = (
+                chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
+            )
+            self.file.file = io.BytesIO(content)  # Shares the bytes until written to.
             self.file.set_fields(state=State.COMPLETE, size=file_size, digest=digest)
             return self.file
+        self.file.file.seek(0)
         upload = self.file.temp_upload
         self._validate("complete", file_size, digest)
         try:
