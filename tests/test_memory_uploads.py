@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
+import time
 
 import pytest
 
@@ -13,6 +16,7 @@ from django_tempstore.files import TempStoreUploadedFile
 from django_tempstore.models import QuotaCounter, State, TempUpload
 from tests import utils
 from tests.conftest import temp_files
+from tests.servers import run_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -275,3 +279,30 @@ def test_promote_later_spills_and_keeps(settings, monkeypatch):
     assert queued == [(upload_id, "promoted/x.bin")]
     file.close()
     row.discard()
+
+
+@pytest.mark.server
+def test_a_server_killed_mid_upload_leaves_nothing_untracked(tmp_path, tempstore_dirs):
+    # Past the first 1 MiB read (TEMPSTORE_CHUNK_SIZE), below the 2.5 MiB threshold.
+    body, content_type = utils.multipart({"file": ("small.bin", os.urandom(2048 * KiB))})
+    memory = json.dumps({"TEMPSTORE_MAX_MEMORY_SIZE": None})
+    with run_server("gunicorn", tmp_path, TEMPSTORE_TEST_SETTINGS=memory) as server:
+        # A first upload loads Django in the worker, and shows it is held in memory.
+        small, small_type = utils.multipart({"file": ("small.bin", PAYLOAD)})
+        _, answer = utils.raw_post(server.port, "/sizes/", small, small_type)
+        assert json.loads(answer) == {
+            "file": {
+                "size": len(PAYLOAD),
+                "sha256": SHA256,
+                "content_sha256": SHA256,
+                "in_memory": True,
+            }
+        }
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(utils.request_head("/sizes/", content_type, len(body), server.port))
+            sock.sendall(body[: 1536 * KiB])
+            time.sleep(1)  # The worker holds the first chunk in memory.
+            server.kill()
+
+    assert TempUpload.objects.count() == 0
+    assert temp_files(tempstore_dirs) == []
