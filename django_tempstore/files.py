@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 
-from . import lifecycle, quota
+from . import lifecycle, quota, signals
+from .conf import conf
 from .exceptions import InsufficientStorage, ServiceUnavailable, UploadStateError
 from .models import State, TempUpload
 from .storage import create_temp, same_file
@@ -64,6 +66,7 @@ class TempStoreUploadedFile(_UploadedFile):
         self._fields: dict[str, Any] = {"state": State.RECEIVING, "size": 0, "digest": ""}
         self._path_handed_out = False
         self._moved_to: str | None = None
+        self._spilled_in_atomic = False
         #: True while the content is only in ``file`` (a ``BytesIO``), with no row.
         self.in_memory = prepare is not None
 
@@ -127,6 +130,9 @@ class TempStoreUploadedFile(_UploadedFile):
         buffer: io.BytesIO = self.file  # type: ignore[assignment]
         complete, size, digest = upload.state == State.COMPLETE, upload.size, upload.digest
         position = buffer.tell()
+        # Inside the view's transaction on TEMPSTORE_DATABASE the row is only
+        # there if it commits; the request's end checks (end_of_request()).
+        self._spilled_in_atomic = transaction.get_connection(conf.DATABASE).in_atomic_block
         lifecycle.insert(upload)
         try:
             fh = create_temp(upload.name)
@@ -153,7 +159,12 @@ class TempStoreUploadedFile(_UploadedFile):
         buffer.close()
         self.file, self.in_memory = fh, False
         if complete:
-            lifecycle.complete(upload, size, digest)
+            lifecycle.complete(upload, size, digest, announce=False)
+
+            def received() -> None:
+                signals.upload_received.send(sender=TempUpload, upload=upload)
+
+            transaction.on_commit(received, using=conf.DATABASE)
 
     @property
     def sha256(self) -> str | None:
@@ -230,6 +241,10 @@ class TempStoreUploadedFile(_UploadedFile):
         if self.in_memory:
             return  # No row, no file: nothing to close.
         upload = self.temp_upload
+        if self._spilled_in_atomic and not lifecycle.row_exists(upload):
+            # Spilled inside a transaction that rolled back: its row went with it.
+            lifecycle.forget_rolled_back(upload)
+            return
         lifecycle.rollback_uncommitted(upload)
         if upload.state == State.RECEIVING:
             lifecycle.fail(upload, "the request ended before the file was complete")

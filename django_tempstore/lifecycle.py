@@ -133,8 +133,11 @@ def heartbeat(upload: TempUpload, size: int) -> None:
     upload.size, upload.updated_at = size, now
 
 
-def complete(upload: TempUpload, size: int, digest: str) -> None:
-    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile."""
+def complete(upload: TempUpload, size: int, digest: str, *, announce: bool = True) -> None:
+    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile.
+
+    ``announce=False`` leaves sending ``upload_received`` to the caller.
+    """
     now = timezone.now()
     fields = {
         "size": size,
@@ -147,7 +150,8 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
     upload.state = State.COMPLETE
     for key, value in fields.items():
         setattr(upload, key, value)
-    signals.upload_received.send(sender=TempUpload, upload=upload)
+    if announce:
+        signals.upload_received.send(sender=TempUpload, upload=upload)
 
 
 def keep(upload: TempUpload, ttl: float | None = None) -> None:
@@ -678,6 +682,22 @@ def _file_mode(storage: FileSystemStorage) -> int:
     if storage.file_permissions_mode is not None:
         return int(storage.file_permissions_mode)
     return 0o666 & ~current_umask()
+
+
+def row_exists(upload: TempUpload) -> bool:
+    """Whether ``upload``'s row is in the database (a rolled-back insert is not)."""
+    return _row(upload).exists()
+
+
+def forget_rolled_back(upload: TempUpload) -> None:
+    """Delete what an upload whose row's insert rolled back left: its temp file, and
+    the stored copy of a persist made in the same transaction (no row explains either)."""
+    pending = getattr(upload, "_tempstore_uncommitted", None)
+    if pending:
+        storage, final, _alias = pending
+        upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
+        storage.delete(final)
+    unlink_temp(upload.name)
 
 
 def rollback_uncommitted(upload: TempUpload) -> None:

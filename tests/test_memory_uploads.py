@@ -132,6 +132,37 @@ def test_a_model_save_moves_the_spilled_file(client, settings, assert_clean):
     assert_clean()
 
 
+def test_a_spill_rolled_back_with_the_views_transaction_leaves_nothing(
+    client, settings, sent, assert_clean
+):
+    # The view persists inside transaction.atomic() on TEMPSTORE_DATABASE, then
+    # rolls back: the spill's row goes with it, so the request end removes the files,
+    # and upload_received, which waits for the commit, is never sent.
+    response = client.post("/rollback/", {"file": upload("gone.bin")})
+
+    name = response.json()["name"]
+    assert not (settings.MEDIA_ROOT / name).exists()
+    assert TempUpload.objects.count() == 0
+    assert sent == []
+    assert_clean()
+
+
+@pytest.mark.skipif(
+    os.environ.get("TEMPSTORE_TEST_DB") != "postgres",
+    reason="SQLite locks the whole file: a second alias would wait for the view's transaction",
+)
+@pytest.mark.django_db(transaction=True, databases=["default", "tempstore"])
+def test_a_spill_on_another_alias_is_undone_like_any_persist(client, settings, assert_clean):
+    settings.TEMPSTORE_DATABASE = "tempstore"  # Not in the view's transaction (W004's advice).
+
+    response = client.post("/rollback/", {"file": upload("gone.bin")})
+
+    assert not (settings.MEDIA_ROOT / response.json()["name"]).exists()
+    row = TempUpload.objects.get()
+    assert (row.state, row.persisted_name) == (State.DISCARDED, "")
+    assert_clean()
+
+
 def test_keep_spills_and_the_file_outlives_the_request(client, tempstore_dirs):
     response = client.post("/keep/", {"file": upload()})
 
