@@ -62,7 +62,8 @@ class Series:
 
 
 FULL = [
-    Series("10KiBx200", 10 * KiB, 200),
+    # 1000, not 200: 200 such requests take about 0.2 s, which one burst of load decides.
+    Series("10KiBx1000", 10 * KiB, 1000),
     Series("1MiBx50", MiB, 50),
     Series("64MiBx5", 64 * MiB, 5),
     Series("512MiBx2", 512 * MiB, 2),
@@ -91,6 +92,9 @@ class Result:
     mib_s: float
     req_s: float
     minflt_per_mib: float | None = None
+    #: The worker's CPU time (user + system) per request: unlike req/s, hardly
+    #: moved by other processes on a shared machine.
+    cpu_ms: float | None = None
     hwm_mib: float | None = None
     #: Bytes the server process passed to write() per byte uploaded (/proc/<pid>/io wchar).
     writes_per_byte: float | None = None
@@ -360,6 +364,7 @@ def run_series(port: int, series: Series, config: str, db: str, digest: str) -> 
     )
     if series.concurrency == 1 and before["pid"] == after["pid"]:
         result.minflt_per_mib = (after["minflt"] - before["minflt"]) / total_mib
+        result.cpu_ms = 1000 * (after["cpu_s"] - before["cpu_s"]) / series.count
         result.hwm_mib = after["hwm_kib"] / 1024
         result.writes_per_byte = (after["wchar"] - before["wchar"]) / (total_mib * MiB)
     # ASGI closes a request's uploads after its response is sent: wait for that.
@@ -477,7 +482,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def median_of_rounds(results: list[Result]) -> list[Result]:
-    """One result per (db, series, handler): median speeds, worst RSS, every error."""
+    """One result per (db, series, handler): median speeds and CPU, worst RSS, every error."""
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.db, r.series, r.config), []).append(r)
@@ -486,11 +491,13 @@ def median_of_rounds(results: list[Result]) -> list[Result]:
         by_speed = sorted(rounds, key=lambda r: r.mib_s)
         median = by_speed[len(by_speed) // 2]
         hwm = [r.hwm_mib for r in rounds if r.hwm_mib is not None]
+        cpu = sorted(r.cpu_ms for r in rounds if r.cpu_ms is not None)
         merged.append(
             Result(
                 **{
                     **asdict(median),
                     "hwm_mib": max(hwm) if hwm else None,
+                    "cpu_ms": cpu[len(cpu) // 2] if cpu else None,
                     "left_files": sum(r.left_files for r in rounds),
                     "left_pending": sum(r.left_pending for r in rounds),
                     "errors": [e for r in rounds for e in r.errors],
@@ -525,8 +532,8 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         f"loopback socket {refs['socket_mib_s']:.0f} MiB/s; limit = the lower, {limit:.0f} MiB/s.",
         "",
         "| db | series | handler | MiB/s | req/s | % of limit | minflt/MiB | peak RSS MiB "
-        "| writes/byte | x stock-temp | x stock-pair |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| writes/byte | worker CPU ms/req | x stock-temp | x stock-pair |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data["results"]:
         temp = by_key.get((r["db"], r["series"], "stock-temp"))
@@ -535,9 +542,10 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         hwm = "" if r["hwm_mib"] is None else f"{r['hwm_mib']:.1f}"
         writes = r.get("writes_per_byte")
         wpb = "" if writes is None else f"{writes:.2f}"
+        cpu = "" if r.get("cpu_ms") is None else f"{r['cpu_ms']:.3f}"
         lines.append(
             f"| {r['db']} | {r['series']} | {r['config']} | {r['mib_s']:.0f} | {r['req_s']:.1f} "
-            f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} | {wpb} "
+            f"| {100 * r['mib_s'] / limit:.0f}% | {flt} | {hwm} | {wpb} | {cpu} "
             f"| {_ratio(r, temp)} | {_ratio(r, pair)} |"
         )
     series_set = QUICK if data["quick"] else FULL

@@ -38,12 +38,14 @@ def _written() -> int:
 
 
 def stats(request: HttpRequest) -> JsonResponse:
-    """The worker's pid, minor page faults, resident memory (now and peak), bytes written."""
+    """The worker's pid, minor page faults, CPU seconds, resident memory (now and peak),
+    bytes written."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return JsonResponse(
         {
             "pid": os.getpid(),
             "minflt": usage.ru_minflt,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_kib": _status_kib("VmRSS"),
             "hwm_kib": _status_kib("VmHWM"),
             "wchar": _written(),
