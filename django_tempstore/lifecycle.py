@@ -692,11 +692,11 @@ def row_exists(upload: TempUpload) -> bool:
 def forget_rolled_back(upload: TempUpload) -> None:
     """Delete what an upload whose row's insert rolled back left: its temp file, and
     the stored copy of a persist made in the same transaction (no row explains either)."""
-    pending = getattr(upload, "_tempstore_uncommitted", None)
-    if pending:
-        storage, final, _alias = pending
-        upload._tempstore_uncommitted = None  # type: ignore[attr-defined]
-        storage.delete(final)
+    entry: Uncommitted | None = getattr(upload, "_tempstore_uncommitted", None)
+    if entry is not None and not entry.settled:
+        # Usually the UndoLog has deleted it already, as the transaction rolled back.
+        UndoLog.of(entry.alias).settle(entry)
+        entry.storage.delete(entry.name)
     unlink_temp(upload.name)
 
 
