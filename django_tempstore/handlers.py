@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.files.uploadhandler import FileUploadHandler
 from django.core.handlers.asgi import ASGIRequest
 from django.db import InterfaceError, OperationalError, connections
+from django.utils import timezone
 
 from . import lifecycle, quota, validators
 from .conf import conf
@@ -127,6 +129,8 @@ class TempStoreUploadHandler(FileUploadHandler):
         self._bound = self.max_file_size
         #: Bytes of the current file covered by its quota reservation.
         self._covered = 0
+        #: The chunks of the current file, while it is held in memory.
+        self._chunks: list[bytes] = []
 
     def handle_raw_input(
         self,
@@ -184,14 +188,37 @@ class TempStoreUploadHandler(FileUploadHandler):
         if self.max_file_size is not None and (content_length or 0) > self.max_file_size:
             self._reject(FileTooLarge.for_limit(self.max_file_size, self.file_name or ""))
         self._covered = 0
-        with self._database(None):
-            upload = lifecycle.start(
-                original_name=file_name,
-                content_type=content_type,
-                charset=charset,
-                field_name=field_name,
-                request=self.request,
+        self._chunks = []
+        fields: dict[str, Any] = {
+            "original_name": file_name,
+            "content_type": content_type,
+            "charset": charset,
+            "field_name": field_name,
+            "created_at": timezone.now(),
+        }
+        chosen = validators.validators_for(self.request)
+        algorithm = conf.DIGEST or ""
+        self._hash = OverlappedHash(algorithm) if algorithm else None
+        self._validation = None
+        if not chosen and self.request is not None and _fits_in_memory(self.request):
+            # Weak: the file is in request.FILES, and its row is built (if ever)
+            # while the request is alive.
+            request = weakref.ref(self.request)
+            self.file = TempStoreUploadedFile.in_memory_file(
+                lambda: lifecycle.prepare(request=request(), **fields),
+                self.file_name,
+                self.content_type,
+                self.charset,
+                self.content_type_extra,
+                digest_algorithm=algorithm,
             )
+            RequestScope.of(self.request).track(self.file)
+            return
+        with self._database(None):
+            upload = lifecycle.prepare(request=self.request, **fields)
+            lifecycle.insert(upload)
+        if chosen:
+            self._validation = validators.FileValidation(chosen, upload, self.request)
         try:
             fh = create_temp(upload.name)
         except OSError as exc:
@@ -208,17 +235,22 @@ class TempStoreUploadHandler(FileUploadHandler):
         )
         if self.request is not None:
             RequestScope.of(self.request).track(self.file)
-        self._hash = OverlappedHash(upload.digest_algorithm) if upload.digest_algorithm else None
         self._next_heartbeat = time.monotonic() + conf.HEARTBEAT_INTERVAL.total_seconds()
-        self._validation = validators.for_file(self.request, upload)
         self._validate("start")
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         size = start + len(raw_data)
-        upload = self.file.temp_upload
         if self.max_file_size is not None and size > self.max_file_size:
             too_large = FileTooLarge.for_limit(self.max_file_size, self.file_name or "")
             self._abort(too_large, too_large.reason)
+        if self.file.in_memory:
+            # No disk, no row: nothing to reserve, validate or heartbeat. The
+            # chunks are joined once at the end (a single one is not copied).
+            self._chunks.append(raw_data)
+            if self._hash is not None:
+                self._hash.update(raw_data)
+            return None
+        upload = self.file.temp_upload
         if size > self._covered:
             try:
                 with self._database(self.file):
@@ -253,10 +285,18 @@ class TempStoreUploadHandler(FileUploadHandler):
         return None
 
     def file_complete(self, file_size: int) -> TempStoreUploadedFile:
-        upload = self.file.temp_upload
-        self.file.file.seek(0)
         self.file.size = file_size
         digest = self._hash.hexdigest() if self._hash is not None else ""
+        if self.file.in_memory:
+            chunks, self._chunks = self._chunks, []
+            content = (
+                chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
+            )
+            self.file.file = io.BytesIO(content)  # Shares the bytes until written to.
+            self.file.set_fields(state=State.COMPLETE, size=file_size, digest=digest)
+            return self.file
+        self.file.file.seek(0)
+        upload = self.file.temp_upload
         self._validate("complete", file_size, digest)
         try:
             with self._database(self.file):
@@ -268,8 +308,11 @@ class TempStoreUploadHandler(FileUploadHandler):
         return self.file
 
     def upload_interrupted(self) -> None:
-        if hasattr(self, "file") and self.file.temp_upload.state == State.RECEIVING:
+        if hasattr(self, "file") and self.file.field("state") == State.RECEIVING:
             self.file.close()
+            if self.file.in_memory:
+                self.file.set_fields(state=State.FAILED)
+                return
             with self._database(self.file):
                 lifecycle.fail(self.file.temp_upload, "the request body ended mid-file")
 
@@ -291,8 +334,11 @@ class TempStoreUploadHandler(FileUploadHandler):
         self.file.close()
         if isinstance(exc, _DatabaseDown):
             raise exc  # Already cleaned up by _database(); the row waits for the request's end.
-        with self._database(self.file):
-            lifecycle.fail(self.file.temp_upload, reason)
+        if self.file.in_memory:
+            self.file.set_fields(state=State.FAILED)  # No row to close.
+        else:
+            with self._database(self.file):
+                lifecycle.fail(self.file.temp_upload, reason)
         if exc is None:
             raise
         self._reject(exc)
@@ -323,6 +369,16 @@ class TempStoreUploadHandler(FileUploadHandler):
             # Django's error views read request.POST again (their CSRF check):
             # that must neither parse the rest of the body nor raise again.
             self.request._mark_post_parse_error()  # type: ignore[attr-defined]
+
+
+def _fits_in_memory(request: HttpRequest) -> bool:
+    """Whether this request's files may wait in memory: its whole body is at most
+    ``TEMPSTORE_MAX_MEMORY_SIZE`` (as ``MemoryFileUploadHandler`` decides)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return 0 < length <= conf.MAX_MEMORY_SIZE
 
 
 def _write_all(fh: Any, data: bytes) -> None:
@@ -389,7 +445,7 @@ class RequestScope:
             return
         self.closed = True
         self._finalizer.detach()
-        if self.files:
+        if any(not file.in_memory for file in self.files):
             _replace_broken_connection()
         while self.files:
             file = self.files.pop()
@@ -422,11 +478,11 @@ def _never_closed(files: list[TempStoreUploadedFile]) -> None:
     # From the garbage collector: no database write; the sweep closes the rows.
     for file in files:
         file.close()
-    if files:
+    if any(not file.in_memory for file in files):
         logger.warning(
             "django-tempstore: a request ended without closing its uploads %s "
             "(is TempStoreMiddleware installed?); the sweep will close them.",
-            ", ".join(str(file.temp_upload.pk) for file in files),
+            ", ".join(str(file.temp_upload.pk) for file in files if not file.in_memory),
         )
 
 

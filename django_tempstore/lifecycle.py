@@ -71,6 +71,28 @@ def start(
     **fields: Any,
 ) -> TempUpload:
     """Write the row of a new upload; the file is created after this."""
+    upload = prepare(
+        original_name=original_name,
+        content_type=content_type,
+        charset=charset,
+        field_name=field_name,
+        request=request,
+        **fields,
+    )
+    insert(upload)
+    return upload
+
+
+def prepare(
+    *,
+    original_name: str | None,
+    content_type: str | None = "",
+    charset: str | None = "",
+    field_name: str | None = "",
+    request: HttpRequest | None = None,
+    **fields: Any,
+) -> TempUpload:
+    """The row of a new upload, not written yet (``insert()`` writes it)."""
     upload = TempUpload(
         **fields,
         name=new_name(),
@@ -89,8 +111,14 @@ def start(
         if user is not None and getattr(user, "is_authenticated", False):
             upload.user_id = user.pk
         upload.quota_key = quota.quota_key(request)
-    upload.save(using=conf.DATABASE, force_insert=True)
     return upload
+
+
+def insert(upload: TempUpload) -> None:
+    """Write the row of a ``prepare()``d upload, as ``receiving``; its file comes after."""
+    upload.state = State.RECEIVING
+    upload.updated_at = timezone.now()
+    upload.save(using=conf.DATABASE, force_insert=True)
 
 
 def _row(upload: TempUpload) -> TempUploadQuerySet:
@@ -105,8 +133,11 @@ def heartbeat(upload: TempUpload, size: int) -> None:
     upload.size, upload.updated_at = size, now
 
 
-def complete(upload: TempUpload, size: int, digest: str) -> None:
-    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile."""
+def complete(upload: TempUpload, size: int, digest: str, *, announce: bool = True) -> None:
+    """Mark ``upload`` received; raise a 409 refusal if it was closed (swept) meanwhile.
+
+    ``announce=False`` leaves sending ``upload_received`` to the caller.
+    """
     now = timezone.now()
     fields = {
         "size": size,
@@ -119,7 +150,8 @@ def complete(upload: TempUpload, size: int, digest: str) -> None:
     upload.state = State.COMPLETE
     for key, value in fields.items():
         setattr(upload, key, value)
-    signals.upload_received.send(sender=TempUpload, upload=upload)
+    if announce:
+        signals.upload_received.send(sender=TempUpload, upload=upload)
 
 
 def keep(upload: TempUpload, ttl: float | None = None) -> None:
@@ -650,6 +682,22 @@ def _file_mode(storage: FileSystemStorage) -> int:
     if storage.file_permissions_mode is not None:
         return int(storage.file_permissions_mode)
     return 0o666 & ~current_umask()
+
+
+def row_exists(upload: TempUpload) -> bool:
+    """Whether ``upload``'s row is in the database (a rolled-back insert is not)."""
+    return _row(upload).exists()
+
+
+def forget_rolled_back(upload: TempUpload) -> None:
+    """Delete what an upload whose row's insert rolled back left: its temp file, and
+    the stored copy of a persist made in the same transaction (no row explains either)."""
+    entry: Uncommitted | None = getattr(upload, "_tempstore_uncommitted", None)
+    if entry is not None and not entry.settled:
+        # Usually the UndoLog has deleted it already, as the transaction rolled back.
+        UndoLog.of(entry.alias).settle(entry)
+        entry.storage.delete(entry.name)
+    unlink_temp(upload.name)
 
 
 def rollback_uncommitted(upload: TempUpload) -> None:

@@ -1,5 +1,8 @@
 """Public signals. Each is sent with ``sender=TempUpload`` and ``upload=<TempUpload>``.
 
+A file held in memory (``TEMPSTORE_MAX_MEMORY_SIZE``) sends none until it
+spills to a temp file, which sends ``upload_received``.
+
 - ``upload_received``: the file is complete on disk.
 - ``upload_persisted``: the file was stored permanently; kwargs ``name`` (the
   final name) and ``storage`` (the Storage it went to, None when a Django

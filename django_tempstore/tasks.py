@@ -123,8 +123,12 @@ def promote_later(
     Call it from a view; ``validators`` must be dotted paths (or dicts) since
     they travel through the broker. Return the upload's id.
     """
-    upload = file.temp_upload if isinstance(file, TempStoreUploadedFile) else file
-    lifecycle.keep(upload, ttl)
+    if isinstance(file, TempStoreUploadedFile):
+        file.keep(ttl)  # A file held in memory spills to a tracked temp file first.
+        upload = file.temp_upload
+    else:
+        upload = file
+        lifecycle.keep(upload, ttl)
     upload_id = str(upload.pk)
     kwargs: dict[str, Any] = {"storage": storage, "validators": validators}
     transaction.on_commit(

@@ -76,6 +76,9 @@ TEMPLATES = [
 ]
 FILE_UPLOAD_HANDLERS = ["django_tempstore.handlers.TempStoreUploadHandler"]
 TEMPSTORE_DIR = Path(os.environ.get("TEMPSTORE_DIR") or WORKDIR / "tempstore")
+# Every file tracked from its first byte: most tests check the rows and temp files of small
+# uploads. tests/test_memory_uploads.py turns the in-memory path back on.
+TEMPSTORE_MAX_MEMORY_SIZE = 0
 MEDIA_ROOT = Path(os.environ.get("TEMPSTORE_MEDIA_ROOT") or WORKDIR / "media")
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

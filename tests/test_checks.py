@@ -207,6 +207,28 @@ def test_w006_not_raised_for_postgresql(settings, monkeypatch):
     assert checks.check_sqlite_locking() == []
 
 
+def test_w008_sqlite_without_wal(settings, monkeypatch):
+    options = {"transaction_mode": "IMMEDIATE"}
+    database = {"ENGINE": SQLITE, "NAME": "db.sqlite3", "OPTIONS": options}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    messages = checks.check_sqlite_journal()
+    assert ids(messages) == ["django_tempstore.W008"]
+    assert '"init_command": "PRAGMA journal_mode=WAL;"' in messages[0].hint
+
+
+def test_w008_not_raised_in_wal_mode(settings, monkeypatch):
+    options = {"init_command": "PRAGMA journal_mode = wal; PRAGMA synchronous=NORMAL;"}
+    database = {"ENGINE": SQLITE, "NAME": "db.sqlite3", "OPTIONS": options}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_journal() == []
+
+
+def test_w008_not_raised_for_postgresql(settings, monkeypatch):
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    monkeypatch.setitem(settings.DATABASES, "default", database)
+    assert checks.check_sqlite_journal() == []
+
+
 def test_w005_not_raised_at_two_heartbeats(settings):
     settings.TEMPSTORE_HEARTBEAT_INTERVAL = timedelta(seconds=10)
     settings.TEMPSTORE_STALE_AFTER = timedelta(seconds=20)
@@ -244,6 +266,7 @@ def test_check_ids_are_unique_and_all_documented():
         "check_atomic_requests",
         "check_stale_after",
         "check_sqlite_locking",
+        "check_sqlite_journal",
         "check_scanner",
         "check_digest",
         "check_settings",
@@ -271,6 +294,7 @@ def test_check_ids_are_unique_and_all_documented():
         "django_tempstore.W005",
         "django_tempstore.W006",
         "django_tempstore.W007",
+        "django_tempstore.W008",
     }
     reference = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
     for check_id in set(found):
@@ -315,6 +339,7 @@ def test_dir_check_is_a_security_check():
         ("TEMPSTORE_SHARED_DIR", "yes"),
         ("TEMPSTORE_VALIDATORS", "myapp.Validator"),
         ("TEMPSTORE_DIR", 5),
+        ("TEMPSTORE_MAX_MEMORY_SIZE", "2.5MB"),
     ],
 )
 def test_e005_setting_of_the_wrong_type(settings, name, value):
@@ -322,6 +347,13 @@ def test_e005_setting_of_the_wrong_type(settings, name, value):
     messages = checks.check_settings()
     assert ids(messages) == ["django_tempstore.E005"]
     assert name in messages[0].msg
+
+
+def test_max_memory_size_of_0_or_none_passes(settings):
+    settings.TEMPSTORE_MAX_MEMORY_SIZE = 0
+    assert checks.check_settings() == []
+    settings.TEMPSTORE_MAX_MEMORY_SIZE = None
+    assert checks.check_settings() == []
 
 
 def test_quota_of_1gb_as_a_string_fails_the_check_command(settings):
@@ -339,6 +371,7 @@ def test_quota_of_1gb_as_a_string_fails_the_check_command(settings):
         ("TEMPSTORE_MIN_FREE_SPACE", -1),
         ("TEMPSTORE_STALE_AFTER", timedelta(seconds=-5)),
         ("TEMPSTORE_PROMOTE_RETRIES", -1),
+        ("TEMPSTORE_MAX_MEMORY_SIZE", -1),
     ],
 )
 def test_e006_setting_out_of_range(settings, name, value):

@@ -8,6 +8,8 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accept/", views.accept),
+    path("sizes/", views.sizes),
+    path("discard-then-keep/", views.discard_then_keep),
     path("metrics/", views.metrics),
     path("accept-async/", views.accept_async),
     path("txt-async/", views.txt_async),

@@ -49,6 +49,30 @@ def accept(request: HttpRequest) -> JsonResponse:
 
 
 @csrf_exempt
+def sizes(request: HttpRequest) -> JsonResponse:
+    """Read each file's size, digest and content, never its path (a file in memory stays there)."""
+    return JsonResponse(
+        {
+            key: {
+                "size": f.size,
+                "sha256": f.sha256,
+                "content_sha256": hashlib.sha256(f.read()).hexdigest(),
+                "in_memory": f.in_memory,
+            }
+            for key, f in request.FILES.items()
+        }
+    )
+
+
+@csrf_exempt
+def discard_then_keep(request: HttpRequest) -> JsonResponse:
+    upload = request.FILES["file"]
+    upload.discard()
+    upload.keep()
+    return JsonResponse({})
+
+
+@csrf_exempt
 def explode(request: HttpRequest) -> HttpResponse:
     request.FILES  # noqa: B018
     raise RuntimeError("the view failed after the upload")
