@@ -116,19 +116,15 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
             f"{connection.ops.quote_name(self.model._meta.get_field('name').column)}"
         )
         if connection.vendor == "postgresql":
-            among = RawSQL(
-                f"{column} = ANY(%s)", (list(names),), output_field=models.BooleanField()
-            )
+            elements = "SELECT json_array_elements_text(%s::json)"
         elif connection.vendor == "sqlite":
-            among = RawSQL(
-                f"{column} IN (SELECT value FROM json_each(%s))",
-                (json.dumps(list(names)),),
-                output_field=models.BooleanField(),
-            )
+            elements = "SELECT value FROM json_each(%s)"
         else:
-            return set(
-                self.pending().filter(name__in=names).order_by().values_list("name", flat=True)
-            )
+            rows = self.pending().filter(name__in=names)
+            return set(rows.order_by().values_list("name", flat=True))
+        among = RawSQL(
+            f"{column} IN ({elements})", (json.dumps(list(names)),), models.BooleanField()
+        )
         return set(self.pending().filter(among).order_by().values_list("name", flat=True))
 
     def terminal(self) -> TempUploadQuerySet:
