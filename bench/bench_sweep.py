@@ -108,22 +108,23 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             names = [new_name() for _ in range(args.files)]
             figures: dict[str, Any] = {"load_before": loadavg()}
 
-            def find(names: list[str] = names, number: int = number) -> None:
+            def find(names: list[str], number: int = number) -> dict[str, Any]:
                 tree = work / f"find-{number}"
                 make_files(tree, names)
                 start = time.perf_counter()
                 subprocess.run(["find", str(tree), "-type", "f", "-delete"], check=True)
-                figures["find_s"] = time.perf_counter() - start
+                elapsed = time.perf_counter() - start
                 tree.rmdir()
+                return {"find_s": elapsed}
 
-            def orphans(names: list[str] = names) -> None:
+            def orphans(names: list[str]) -> dict[str, Any]:
                 make_files(directory, names)
                 report, elapsed, count = timed_sweep(older_than=timedelta(0))
                 assert report.counts["orphan"] == len(names), report.as_dict()
                 assert not any(directory.iterdir())
-                figures["orphan_s"], figures["orphan_queries"] = elapsed, count
+                return {"orphan_s": elapsed, "orphan_queries": count}
 
-            def rows(names: list[str] = names) -> None:
+            def rows(names: list[str]) -> dict[str, Any]:
                 make_files(directory, names)
                 past = timezone.now() - timedelta(hours=1)
                 for i in range(0, len(names), 5000):
@@ -142,14 +143,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 assert report.counts["expired"] == len(names), report.as_dict()
                 assert TempUpload.objects.pending().count() == 0
                 assert not any(directory.iterdir())
-                figures["rows_s"], figures["rows_queries"] = elapsed, count
                 TempUpload.objects.all().delete()
+                return {"rows_s": elapsed, "rows_queries": count}
 
             steps = [find, orphans, rows]
             shift = number % len(steps)
             order = steps[shift:] + steps[:shift]
             for step in order:
-                step()
+                figures.update(step(names))
             figures["order"] = [step.__name__ for step in order]
             figures["load_after"] = loadavg()
             figures["orphan_ratio"] = figures["find_s"] / figures["orphan_s"]
@@ -203,9 +204,12 @@ def show(db: str, result: dict[str, Any]) -> bool:
     orphan = statistics.median(r["orphan_ratio"] for r in result["rounds"])
     rows = statistics.median(r["rows_ratio"] for r in result["rounds"])
     verdict = "PASS" if orphan >= TARGET else f"MISS by {TARGET - orphan:.2f}x"
-    print(f"{db}: orphan sweep / find -delete, median: {orphan:.2f}x (target >= {TARGET}x): {verdict}")
-    print(f"{db}: expired rows sweep / find -delete, median: {rows:.2f}x (info)")
-    print(f"{db}: peak RSS {result['rss_start']:.1f} MiB before the sweeps, {result['rss_end']:.1f} after")
+    print(f"{db}: orphan sweep / find -delete, median {orphan:.2f}x (>= {TARGET}x): {verdict}")
+    print(f"{db}: expired rows sweep / find -delete, median {rows:.2f}x (info)")
+    print(
+        f"{db}: peak RSS {result['rss_start']:.1f} MiB before the sweeps, "
+        f"{result['rss_end']:.1f} after"
+    )
     return orphan >= TARGET
 
 

@@ -111,10 +111,8 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
         if not names:
             return set()
         connection = connections[self.db]
-        column = (
-            f"{connection.ops.quote_name(self.model._meta.db_table)}."
-            f"{connection.ops.quote_name(self.model._meta.get_field('name').column)}"
-        )
+        quote = connection.ops.quote_name
+        column = f"{quote(self.model._meta.db_table)}.{quote(str(TempUpload.name.field.column))}"
         if connection.vendor == "postgresql":
             elements = "SELECT json_array_elements_text(%s::json)"
         elif connection.vendor == "sqlite":
