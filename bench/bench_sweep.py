@@ -1,8 +1,8 @@
 """Sweep 100 000 orphan files and 100 000 expired rows; compare with ``find -delete``.
 
-    python bench/bench_sweep.py                          # SQLite and PostgreSQL, 3 rounds
-    python bench/bench_sweep.py --db sqlite --files 20000 --rounds 1
-    python bench/bench_sweep.py --dir /dev/shm           # tmpfs: the sweep's own CPU cost shows
+    python -m bench.bench_sweep                          # SQLite and PostgreSQL, 3 rounds
+    python -m bench.bench_sweep --db sqlite --files 20000 --rounds 1
+    python -m bench.bench_sweep --dir /dev/shm           # tmpfs: the sweep's own CPU cost shows
 
 Each database runs in its own process (the settings pick one). Every round builds three
 identical trees of ``--files`` files of 64 bytes with the same names (one after the other, in the
