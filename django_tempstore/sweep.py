@@ -44,8 +44,8 @@ PART_RE = re.compile(r"\A" + re.escape(PART_PREFIX) + r"[0-9a-f]{32}\.part\Z")
 
 #: Rows read (and closed in one transaction) per query; names looked up per query.
 BATCH_SIZE = 500
-#: File names looked up per query by the orphan pass.
-ORPHAN_BATCH_SIZE = 2000
+#: File names looked up per query (and unlinked in inode order) by the orphan pass.
+ORPHAN_BATCH_SIZE = 10000
 #: How many foreign names a report keeps as examples.
 FOREIGN_EXAMPLES = 20
 
@@ -478,7 +478,7 @@ class _Sweeper:
         dir_fd = self.dir_fd
         cutoff = (self.now - self.orphan_grace).timestamp()
         match, is_regular = NAME_RE.match, stat.S_ISREG
-        batch: list[tuple[str, int]] = []
+        batch: list[tuple[int, str, int]] = []
         # scandir() of a descriptor reads the directory it was opened on, and
         # entry.stat() is an fstatat() on it that never follows a symlink.
         with os.scandir(dir_fd) as entries:
@@ -494,21 +494,25 @@ class _Sweeper:
                 if not is_regular(st.st_mode):
                     self.report.add_foreign(name)
                 elif st.st_mtime < cutoff:
-                    batch.append((name, st.st_size))
+                    batch.append((st.st_ino, name, st.st_size))
                     if len(batch) >= ORPHAN_BATCH_SIZE:
                         self.delete_orphans(batch, dir_fd)
                         batch = []
         self.delete_orphans(batch, dir_fd)
 
-    def delete_orphans(self, batch: list[tuple[str, int]], dir_fd: int) -> None:
+    def delete_orphans(self, batch: list[tuple[int, str, int]], dir_fd: int) -> None:
         if not batch:
             return
         # Rows are written before files, so a live upload always has a pending row.
         tracked = TempUpload.objects.using(self.db)
-        known = tracked.pending_names([name for name, _ in batch])
+        known = tracked.pending_names([name for _, name, _ in batch])
+        # In inode order, like find (gnulib fts sorts big directories so): in the
+        # directory's own order (a hash order on ext4) each unlink dirties another
+        # inode table block, and deleting was 2.5 to 5 times slower on disk.
+        batch.sort()
         unlink = os.unlink
         removed: list[tuple[str, int]] = []
-        for name, nbytes in batch:
+        for _, name, nbytes in batch:
             if name in known:
                 continue
             if not self.dry_run:
