@@ -153,6 +153,22 @@ def test_orphans_in_many_lookup_batches_spare_every_file_with_a_pending_row(
     assert sorted(p.name for p in tempstore_dirs.iterdir()) == sorted(u.name for u in kept)
 
 
+def test_orphans_are_unlinked_in_inode_order(monkeypatch, tempstore_dirs):
+    orphans = [make_orphan() for _ in range(40)]
+    inodes = {name: os.stat(tempstore_dirs / name).st_ino for name in orphans}
+    unlinked = []
+    unlink = os.unlink
+
+    def recording_unlink(path, *, dir_fd=None):
+        unlinked.append(inodes.get(path))
+        unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+
+    assert sweep().counts["orphan"] == 40
+    assert unlinked == sorted(inodes.values())
+
+
 def test_upload_started_as_the_orphan_scan_begins_is_not_an_orphan(monkeypatch, tempstore_dirs):
     orphans = [make_orphan() for _ in range(5)]
     started = []
