@@ -44,8 +44,8 @@ PART_RE = re.compile(r"\A" + re.escape(PART_PREFIX) + r"[0-9a-f]{32}\.part\Z")
 
 #: Rows read (and closed in one transaction) per query; names looked up per query.
 BATCH_SIZE = 500
-#: File names looked up per query by the orphan pass.
-ORPHAN_BATCH_SIZE = 2000
+#: File names looked up per query (and unlinked in inode order) by the orphan pass.
+ORPHAN_BATCH_SIZE = 10000
 #: How many foreign names a report keeps as examples.
 FOREIGN_EXAMPLES = 20
 
@@ -84,6 +84,10 @@ class SweepReport:
 
     def add(self, kind: str, nbytes: int = 0) -> None:
         self.counts[kind] += 1
+        self.bytes[kind] += nbytes
+
+    def add_many(self, kind: str, count: int, nbytes: int) -> None:
+        self.counts[kind] += count
         self.bytes[kind] += nbytes
 
     def add_foreign(self, name: str) -> None:
@@ -462,61 +466,69 @@ class _Sweeper:
         ]
 
     def sweep_orphans(self) -> None:
-        """Delete files with no row, or a terminal row, older than the grace period."""
+        """Delete files with no row, or a terminal row, older than the grace period.
+
+        The directory is read first and the table after: a file seen by the
+        scan had its row written before it was created, so the lookup that
+        follows sees that row. A file created after the lookup is never a
+        candidate (the scan of its batch is over).
+        """
         if self.dir_fd is None:
             return
+        dir_fd = self.dir_fd
         cutoff = (self.now - self.orphan_grace).timestamp()
-        # scandir() of a descriptor reads the directory it was opened on.
-        with os.scandir(self.dir_fd) as entries:
-            batch: list[tuple[str, int]] = []
+        match, is_regular = NAME_RE.match, stat.S_ISREG
+        batch: list[tuple[int, str, int]] = []
+        # scandir() of a descriptor reads the directory it was opened on, and
+        # entry.stat() is an fstatat() on it that never follows a symlink.
+        with os.scandir(dir_fd) as entries:
             for entry in entries:
-                candidate = self.orphan_candidate(entry, cutoff)
-                if candidate is not None:
-                    batch.append(candidate)
+                name = entry.name
+                if not match(name):
+                    self.report.add_foreign(name)
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not is_regular(st.st_mode):
+                    self.report.add_foreign(name)
+                elif st.st_mtime < cutoff:
+                    batch.append((st.st_ino, name, st.st_size))
                     if len(batch) >= ORPHAN_BATCH_SIZE:
-                        self.delete_orphans(batch, self.dir_fd)
+                        self.delete_orphans(batch, dir_fd)
                         batch = []
-            self.delete_orphans(batch, self.dir_fd)
+        self.delete_orphans(batch, dir_fd)
 
-    def orphan_candidate(self, entry: os.DirEntry[str], cutoff: float) -> tuple[str, int] | None:
-        name = entry.name
-        if not NAME_RE.match(name):
-            self.report.add_foreign(name)
-            return None
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            self.report.add_foreign(name)
-            return None
-        if st.st_mtime >= cutoff:
-            return None
-        return name, st.st_size
-
-    def delete_orphans(self, batch: list[tuple[str, int]], dir_fd: int) -> None:
+    def delete_orphans(self, batch: list[tuple[int, str, int]], dir_fd: int) -> None:
         if not batch:
             return
         # Rows are written before files, so a live upload always has a pending row.
-        known = set(
-            TempUpload.objects.using(self.db)
-            .filter(name__in=[name for name, _ in batch], state__in=PENDING_STATES)
-            .values_list("name", flat=True)
-        )
-        for name, nbytes in batch:
+        tracked = TempUpload.objects.using(self.db)
+        known = tracked.pending_names([name for _, name, _ in batch])
+        # In inode order, like find (gnulib fts sorts big directories so): in the
+        # directory's own order (a hash order on ext4) each unlink dirties another
+        # inode table block, and deleting was 2.5 to 5 times slower on disk.
+        batch.sort()
+        unlink = os.unlink
+        removed: list[tuple[str, int]] = []
+        for _, name, nbytes in batch:
             if name in known:
                 continue
-            if self.dry_run:
+            if not self.dry_run:
+                try:
+                    unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue  # Another sweep got it first.
+                except OSError:
+                    logger.exception("django-tempstore could not delete %s", self.dir / name)
+                    continue
+            removed.append((name, nbytes))
+        if self.on_item is None:
+            self.report.add_many("orphan", len(removed), sum(nbytes for _, nbytes in removed))
+        else:
+            for name, nbytes in removed:
                 self.item("orphan", name, nbytes)
-                continue
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                continue  # Another sweep got it first.
-            except OSError:
-                logger.exception("django-tempstore could not delete %s", self.dir / name)
-                continue
-            self.item("orphan", name, nbytes)
 
     def delete_history(self) -> None:
         """Delete terminal rows closed more than TEMPSTORE_HISTORY ago, in id batches.

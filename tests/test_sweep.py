@@ -136,6 +136,85 @@ def test_old_file_of_a_pending_row_is_not_an_orphan():
     assert upload.path.exists()
 
 
+def test_orphans_in_many_lookup_batches_spare_every_file_with_a_pending_row(
+    monkeypatch, tempstore_dirs
+):
+    monkeypatch.setattr("django_tempstore.sweep.ORPHAN_BATCH_SIZE", 7)
+    kept = [make_upload(State.KEPT, expires_in=3600) for _ in range(6)]
+    for upload in kept:
+        os.utime(upload.path, (0, 0))
+    orphans = [make_orphan(size=10) for _ in range(30)]
+    items = []
+
+    report = sweep(older_than=timedelta(0), on_item=lambda *item: items.append(item))
+
+    assert (report.counts["orphan"], report.bytes["orphan"]) == (30, 300)
+    assert sorted(items) == sorted(("orphan", name, 10) for name in orphans)
+    assert sorted(p.name for p in tempstore_dirs.iterdir()) == sorted(u.name for u in kept)
+
+
+def test_orphans_are_unlinked_in_inode_order(monkeypatch, tempstore_dirs):
+    orphans = [make_orphan() for _ in range(40)]
+    inodes = {name: os.stat(tempstore_dirs / name).st_ino for name in orphans}
+    unlinked = []
+    unlink = os.unlink
+
+    def recording_unlink(path, *, dir_fd=None):
+        unlinked.append(inodes.get(path))
+        unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+
+    assert sweep().counts["orphan"] == 40
+    assert unlinked == sorted(inodes.values())
+
+
+def test_upload_started_as_the_orphan_scan_begins_is_not_an_orphan(monkeypatch, tempstore_dirs):
+    orphans = [make_orphan() for _ in range(5)]
+    started = []
+    scandir = os.scandir
+
+    class ScanThatLetsAnUploadStart:
+        def __init__(self, path):
+            # After anything the sweep read before its scan: row first, then its
+            # file, with an mtime that no age cutoff spares. The scan sees it.
+            started.append(make_upload(State.RECEIVING, expires_in=None))
+            os.utime(started[0].path, (0, 0))
+            self.entries = scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+        def __iter__(self):
+            yield from self.entries
+
+    monkeypatch.setattr(os, "scandir", ScanThatLetsAnUploadStart)
+
+    report = sweep(older_than=timedelta(0))
+
+    assert report.counts["orphan"] == 5
+    assert [p.name for p in tempstore_dirs.iterdir()] == [started[0].name]
+    assert all(not (tempstore_dirs / name).exists() for name in orphans)
+
+
+def test_pending_names_of_thousands_of_names_take_one_query(django_assert_num_queries):
+    pending = [make_upload(State.RECEIVING, with_file=False) for _ in range(3)]
+    odd = make_upload(State.KEPT, with_file=False)
+    TempUpload.objects.filter(pk=odd.pk).update(name='it\'s "odd", \\ [1]')
+    closed = make_upload(State.DISCARDED, with_file=False)
+    names = [f"tsu-{i:032x}" for i in range(3000)]
+    names += [u.name for u in pending] + [closed.name, 'it\'s "odd", \\ [1]']
+
+    with django_assert_num_queries(1):
+        found = TempUpload.objects.pending_names(names)
+
+    assert found == {u.name for u in pending} | {'it\'s "odd", \\ [1]'}
+    assert TempUpload.objects.pending_names([]) == set()
+
+
 def test_row_whose_file_vanished_is_closed(settings):
     settings.TEMPSTORE_STALE_AFTER = 60
     upload = make_upload(State.KEPT, age=120, with_file=False)
