@@ -20,7 +20,7 @@ def test_a_body_without_transfer_encoding_is_returned_as_sent():
 
 def test_a_chunked_body_is_decoded():
     # As uvicorn's httptools protocol answers: lower-case header, one chunk per send.
-    chunked = b"5\r\nhello\r\n1;name=value\r\n \r\nB\r\n{\"x\": \"\r\n\"}\r\n0\r\n\r\n"
+    chunked = b'5\r\nhello\r\n1;name=value\r\n \r\nB\r\n{"x": "\r\n"}\r\n0\r\n\r\n'
     status, body = run._parse(response(["transfer-encoding: chunked"], chunked))
     assert (status, body) == (200, b'hello {"x": "\r\n"}')
 
