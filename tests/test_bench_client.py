@@ -65,3 +65,43 @@ def test_a_large_chunked_body_round_trips():
 def test_a_malformed_or_truncated_chunked_body_raises(chunked):
     with pytest.raises(ValueError):
         run._parse(response(["transfer-encoding: chunked"], chunked))
+
+
+def result(config: str, mib_s: float, writes: float = 1.001) -> dict[str, object]:
+    return {
+        "db": "sqlite", "series": "512MiBx2", "config": config, "size": 512 * run.MiB, "count": 2,
+        "seconds": 1.0, "mib_s": mib_s, "req_s": 1.0, "minflt_per_mib": 5.0,
+        "cpu_ms_per_mib": 2.5, "cpu_ms_per_req": 1.0, "hwm_mib": 60.0,
+        "writes_per_byte": writes, "left_files": 0, "left_pending": 0, "errors": [],
+    }  # fmt: skip
+
+
+def test_the_asgi_target_takes_the_fastest_uvicorn_config_and_names_it():
+    data = {
+        "references": {"disk_mib_s": 4000.0, "socket_mib_s": 4000.0},
+        "quick": False,
+        "skipped": {},
+        "results": [
+            result(run.OURS, 500.0),
+            result(run.ASGI[0], 400.0),
+            result(run.ASGI_HTTPTOOLS[0], 460.0, writes=1.2),
+        ],
+    }
+    table, ok = run.report(data)
+    row = next(line for line in table.splitlines() if ">= 0.9x" in line)
+    assert f"best of the run: {run.ASGI_HTTPTOOLS[0]}" in row
+    assert "| 0.92x (tempstore+sha256/uvicorn 0.80x) | PASS |" in row
+    # Each uvicorn config is held to one write per byte.
+    assert f"{run.ASGI_HTTPTOOLS[0]} writes each byte once" in table
+    assert "| 1.200 | MISS" in table
+    assert not ok
+
+
+def test_a_uvicorn_config_whose_modules_are_missing_is_skipped(monkeypatch):
+    found = run.importlib.util.find_spec
+    monkeypatch.setattr(
+        run.importlib.util, "find_spec", lambda name: None if name == "uvloop" else found(name)
+    )
+    assert run.missing_modules(run.ASGI_HTTPTOOLS[0]) == ["uvloop"]
+    assert run.missing_modules(run.ASGI[0]) == []
+    assert run.missing_modules(run.OURS) == []
