@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -32,15 +34,19 @@ KiB = 1024
 MiB = 1024 * KiB
 BLOCK = os.urandom(MiB)
 
-#: Ours again, served by uvicorn (TempStoreASGIHandler: the body streams into the view).
+#: Ours again, served by uvicorn (TempStoreASGIHandler: the body streams into the view),
+#: with the pure-Python protocol and loop that uvicorn runs without its extras.
 ASGI = ("tempstore+sha256/uvicorn", "tempstore", "sha256")
-#: (label, handlers setting, digest); a label ending in /uvicorn is served by uvicorn.
+#: The same with what ``uvicorn[standard]`` brings: httptools' parser and uvloop.
+ASGI_HTTPTOOLS = ("tempstore+sha256/uvicorn-httptools", "tempstore", "sha256")
+#: (label, handlers setting, digest); a label in UVICORN_RUNTIMES is served by uvicorn.
 CONFIGS = [
     ("tempstore+sha256", "tempstore", "sha256"),
     ("tempstore", "tempstore", ""),
     ("stock-temp", "stock-temp", ""),
     ("stock-pair", "stock-pair", ""),
     ASGI,
+    ASGI_HTTPTOOLS,
     ("stock-temp/malloc-tuned", "stock-temp", ""),
 ]
 OURS, STOCK, NO_DIGEST = "tempstore+sha256", "stock-temp", "tempstore"
@@ -54,6 +60,11 @@ CONFIG_ENV = {
     TUNED: {"MALLOC_MMAP_THRESHOLD_": str(16 * 1024 * 1024),
             "MALLOC_TRIM_THRESHOLD_": str(32 * 1024 * 1024)},
 }  # fmt: skip
+#: uvicorn's --http and --loop per ASGI label, and the modules each needs.
+UVICORN_RUNTIMES = {
+    ASGI[0]: (("h11", "asyncio"), ("h11",)),
+    ASGI_HTTPTOOLS[0]: (("httptools", "uvloop"), ("httptools", "uvloop")),
+}
 #: Measured on the small series only, where commits dominate: the bookkeeping rows
 #: committed without waiting for a disk flush (see bench/README.md).
 RELAXED = ("tempstore+sha256/relaxed-db", "tempstore", "sha256")
@@ -128,9 +139,60 @@ def _recv_all(sock: socket.socket) -> bytes:
 
 
 def _parse(response: bytes) -> tuple[int, bytes]:
+    """The status and body of a whole response read to the connection's end.
+
+    A body sent with ``Transfer-Encoding: chunked`` is decoded (uvicorn's
+    httptools protocol sends one when the response has no ``Content-Length``,
+    even to this HTTP/1.0 client); ``ValueError`` if it is malformed or cut short.
+    """
     head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head else 0
+    if not head:
+        return 0, body
+    status_line, *header_lines = head.split(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1])
+    codings = b",".join(
+        value
+        for name, _, value in (line.partition(b":") for line in header_lines)
+        if name.strip().lower() == b"transfer-encoding"
+    )
+    if codings and codings.split(b",")[-1].strip().lower() == b"chunked":
+        body = dechunk(body)
     return status, body
+
+
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def dechunk(body: bytes) -> bytes:
+    """Decode a ``Transfer-Encoding: chunked`` body (RFC 9112 section 7.1); trailers are dropped."""
+    parts = []
+    pos = 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            raise ValueError(f"chunked body cut short in a chunk size line at byte {pos}")
+        size_text = body[pos:end].split(b";", 1)[0].strip()
+        # Hex digits only: int(..., 16) would also take "0x", "_", "+" and "-".
+        if not size_text or size_text.strip(_HEX):
+            raise ValueError(f"bad chunk size {size_text[:20]!r} at byte {pos}")
+        size = int(size_text, 16)
+        pos = end + 2
+        if size == 0:
+            break
+        if len(body) < pos + size + 2:
+            raise ValueError(f"chunked body cut short in a {size}-byte chunk at byte {pos}")
+        if body[pos + size : pos + size + 2] != b"\r\n":
+            raise ValueError(f"no CRLF after the {size}-byte chunk at byte {pos}")
+        parts.append(body[pos : pos + size])
+        pos += size + 2
+    # The trailer section: header lines up to an empty line.
+    while True:
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            raise ValueError("chunked body cut short in its trailer section")
+        if end == pos:
+            return b"".join(parts)
+        pos = end + 2
 
 
 def get(port: int, path: str) -> Any:
@@ -229,21 +291,37 @@ def gunicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]
 
 
 @contextlib.contextmanager
-def uvicorn(env: dict[str, str], work: Path, workers: int = 1) -> Iterator[int]:
+def uvicorn(
+    env: dict[str, str], work: Path, workers: int = 1, http: str = "h11", loop: str = "asyncio"
+) -> Iterator[int]:
     port = free_port()
     cmd = [
         sys.executable, "-m", "uvicorn", "bench.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--backlog", "64",
-        # What uvicorn without its extras runs (the bench client speaks HTTP/1.0).
-        "--http", "h11", "--loop", "asyncio",
+        "--http", http, "--loop", loop,
         *(["--workers", str(workers)] if workers > 1 else []),
     ]  # fmt: skip
     with _server(cmd, port, env, work, "uvicorn"):
         yield port
 
 
+def is_uvicorn(label: str) -> bool:
+    return label in UVICORN_RUNTIMES
+
+
 def server_for(label: str) -> Any:
-    return uvicorn if label.endswith("/uvicorn") else gunicorn
+    if not is_uvicorn(label):
+        return gunicorn
+    (http, loop), _ = UVICORN_RUNTIMES[label]
+    return functools.partial(uvicorn, http=http, loop=loop)
+
+
+def missing_modules(label: str) -> list[str]:
+    """The modules a config's server needs that are not installed (none for gunicorn)."""
+    if not is_uvicorn(label):
+        return []
+    _, modules = UVICORN_RUNTIMES[label]
+    return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
 @contextlib.contextmanager
@@ -433,6 +511,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     configs = [c for c in [*CONFIGS, RELAXED] if wanted is None or c[0] in wanted]
     if wanted and AFTER_MEMORY[0] in wanted:
         configs.append(AFTER_MEMORY)
+    log = print if not args.json else lambda *a, **k: None
+    skipped = {}
+    for label, *_ in configs:
+        if missing := missing_modules(label):
+            skipped[label] = (
+                f"{', '.join(missing)} not installed (the test dependency group brings them; "
+                'or pip install "uvicorn[standard]")'
+            )
+            log(f"# skipped {label}: {skipped[label]}", flush=True)
+    configs = [c for c in configs if c[0] not in skipped]
     if args.series:
         series_set = [s for s in series_set if s.name in args.series.split(",")]
     dbs = args.db.split(",")
@@ -440,7 +528,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (work / "tempstore").mkdir(mode=0o700)
     (work / "stock").mkdir(mode=0o700)
     pg_name = f"bench_tempstore_{os.getpid()}"
-    log = print if not args.json else lambda *a, **k: None
     results: list[Result] = []
     ref_size = (64 if args.quick else 512) * MiB
     try:
@@ -495,6 +582,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": [asdict(r) for r in median_of_rounds(results)],
         "rounds": [asdict(r) for r in results],
         "quick": args.quick,
+        "skipped": skipped,
     }
 
 
@@ -529,7 +617,7 @@ def median_of_rounds(results: list[Result]) -> list[Result]:
 def _line(r: Result) -> str:
     extra = f" ERRORS: {r.errors[:3]}" if r.errors else ""
     return (
-        f"  {r.db:8} {r.series:20} {r.config:17} {r.mib_s:8.1f} MiB/s {r.req_s:8.1f} req/s"
+        f"  {r.db:8} {r.series:20} {r.config:35} {r.mib_s:8.1f} MiB/s {r.req_s:8.1f} req/s"
         f"  left {r.left_files} files, {r.left_pending} pending{extra}"
     )
 
@@ -547,6 +635,7 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
     limit = min(refs["disk_mib_s"], refs["socket_mib_s"])
     by_key = {(r["db"], r["series"], r["config"]): r for r in data["results"]}
     lines = [
+        *(f"Skipped {label}: {why}." for label, why in data.get("skipped", {}).items()),
         f"References: sequential write to the temp dir {refs['disk_mib_s']:.0f} MiB/s, "
         f"loopback socket {refs['socket_mib_s']:.0f} MiB/s; limit = the lower, {limit:.0f} MiB/s.",
         "",
@@ -592,15 +681,36 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
         target(db, "nothing left behind (files, pending rows) after each series",
                f"{len(left)} series left something", not left,
                ", ".join(f"{r['series']}/{r['config']}" for r in left))  # fmt: skip
-        asgi, wsgi = by_key.get((db, large, ASGI[0])), by_key.get((db, large, OURS))
-        if not data["quick"] and asgi is not None and wsgi is not None:
-            ratio = asgi["mib_s"] / wsgi["mib_s"]
-            target(db, f"{large}: {ASGI[0]} >= 0.9x {OURS} (gunicorn) MiB/s", f"{ratio:.2f}x",
+        asgis = [
+            r for r in data["results"]
+            if r["db"] == db and r["series"] == large and is_uvicorn(r["config"])
+        ]  # fmt: skip
+        wsgi = by_key.get((db, large, OURS))
+        if not data["quick"] and asgis and wsgi is not None:
+            # The target is uvicorn's: the fastest way this run served it counts.
+            best = max(asgis, key=lambda r: r["mib_s"])
+            ratio = best["mib_s"] / wsgi["mib_s"]
+            others = ", ".join(
+                f"{r['config']} {r['mib_s'] / wsgi['mib_s']:.2f}x" for r in asgis if r is not best
+            )
+            target(db, f"{large}: uvicorn (best of the run: {best['config']}) >= 0.9x {OURS} "
+                   f"(gunicorn) MiB/s", f"{ratio:.2f}x" + (f" ({others})" if others else ""),
                    ratio >= 0.9, f"by {0.9 - ratio:.2f}x")  # fmt: skip
-            writes = asgi["writes_per_byte"]
-            target(db, f"{large}: {ASGI[0]} writes each byte once (server write() bytes "
-                   "per uploaded byte <= 1.05)", f"{writes:.3f}",
-                   writes <= 1.05, f"by {writes - 1.05:.3f}")  # fmt: skip
+            if wsgi.get("cpu_ms_per_mib") and all(r.get("cpu_ms_per_mib") for r in asgis):
+                lines.append(
+                    f"| {db} | {large}: CPU ms/MiB, x {OURS} (gunicorn; lower is "
+                    "cheaper, and less changed by the machine's load than MiB/s) | "
+                    + ", ".join(
+                        f"{r['config']} {r['cpu_ms_per_mib'] / wsgi['cpu_ms_per_mib']:.2f}x"
+                        for r in asgis
+                    )
+                    + " | info |"
+                )
+            for asgi in asgis:
+                writes = asgi["writes_per_byte"]
+                target(db, f"{large}: {asgi['config']} writes each byte once (server write() "
+                       "bytes per uploaded byte <= 1.05)", f"{writes:.3f}",
+                       writes <= 1.05, f"by {writes - 1.05:.3f}")  # fmt: skip
         if data["quick"]:
             continue
 
