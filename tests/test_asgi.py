@@ -27,19 +27,12 @@ from tests.utils import multipart
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def call(
-    body: bytes,
-    content_type: str,
-    *,
-    length: int | None = None,
-    chunk: int = 65536,
-    path: str = "/accept/",
-):
-    """Run one request through the handler; return (status, headers, body, messages read)."""
+def http_scope(path: str, content_type: str, length: int | None) -> dict:
+    """The ASGI scope of a POST to ``path``, with a Content-Length when ``length`` is given."""
     headers = [(b"content-type", content_type.encode()), (b"accept", b"application/json")]
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
-    scope = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -53,6 +46,18 @@ def call(
         "client": ("127.0.0.1", 1234),
         "server": ("127.0.0.1", 80),
     }
+
+
+def call(
+    body: bytes,
+    content_type: str,
+    *,
+    length: int | None = None,
+    chunk: int = 65536,
+    path: str = "/accept/",
+):
+    """Run one request through the handler; return (status, headers, body, messages read)."""
+    scope = http_scope(path, content_type, length)
     pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
     read = []
     sent: list[dict] = []
@@ -293,24 +298,7 @@ def test_request_scope_close_is_idempotent(client, tempstore_dirs, assert_clean)
 
 
 def streamed_scope(path: str, length: int, content_type: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(length).encode()),
-            (b"accept", b"application/json"),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    return http_scope(path, content_type, length)
 
 
 def test_streamed_upload_is_written_once_with_no_spool(
