@@ -178,8 +178,10 @@ def test_upload_started_as_the_orphan_scan_begins_is_not_an_orphan(monkeypatch, 
         def __init__(self, path):
             # After anything the sweep read before its scan: row first, then its
             # file, with an mtime that no age cutoff spares. The scan sees it.
-            started.append(make_upload(State.RECEIVING, expires_in=None))
-            os.utime(started[0].path, (0, 0))
+            # Once: Python 3.13's Path.iterdir() below calls os.scandir too.
+            if not started:
+                started.append(make_upload(State.RECEIVING, expires_in=None))
+                os.utime(started[0].path, (0, 0))
             self.entries = scandir(path)
 
         def __enter__(self):
