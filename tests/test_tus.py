@@ -363,18 +363,23 @@ def test_bytes_past_the_recorded_offset_are_dropped_on_resume(client):
     assert row(created).path.read_bytes() == b"a" * 5 + b"b" * 15
 
 
-def test_magic_byte_check_refuses_on_the_first_bytes(client, settings, assert_clean):
-    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
-    settings.TEMPSTORE_QUOTA = 1_000_000
-    created = create(client, 100_000)
-    path = upload_path(created)
-    response = patch(client, path, b"%PDF-1.4\n" + b"x" * 9000, 0)
+def assert_refused_as_not_png(client, path, response, assert_clean) -> None:
+    """A 415 naming the allowed type; the upload failed and gone, its quota returned."""
     assert response.status_code == 415
     assert "image/png" in response.content.decode()
     assert TempUpload.objects.get().state == State.FAILED
     assert quota.counter_value() == 0
     assert head(client, path).status_code == 410
     assert_clean()
+
+
+def test_magic_byte_check_refuses_on_the_first_bytes(client, settings, assert_clean):
+    settings.TEMPSTORE_VALIDATORS = ["tests.test_tus.png_only"]
+    settings.TEMPSTORE_QUOTA = 1_000_000
+    created = create(client, 100_000)
+    path = upload_path(created)
+    response = patch(client, path, b"%PDF-1.4\n" + b"x" * 9000, 0)
+    assert_refused_as_not_png(client, path, response, assert_clean)
 
 
 def test_a_png_passes_the_early_and_final_checks(client, settings):
@@ -398,12 +403,7 @@ def test_magic_byte_check_refuses_after_small_first_patches(client, settings, as
 
     response = patch(client, path, pdf[4000:], 4000)
 
-    assert response.status_code == 415
-    assert "image/png" in response.content.decode()
-    assert TempUpload.objects.get().state == State.FAILED
-    assert quota.counter_value() == 0
-    assert head(client, path).status_code == 410
-    assert_clean()
+    assert_refused_as_not_png(client, path, response, assert_clean)
 
 
 def test_a_png_sent_in_small_patches_passes_the_early_and_final_checks(client, settings):
