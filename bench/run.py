@@ -708,6 +708,8 @@ def report(data: dict[str, Any]) -> tuple[str, bool]:
                 )
             for asgi in asgis:
                 writes = asgi["writes_per_byte"]
+                if writes is None:  # The worker restarted mid-series: no figure.
+                    continue
                 target(db, f"{large}: {asgi['config']} writes each byte once (server write() "
                        "bytes per uploaded byte <= 1.05)", f"{writes:.3f}",
                        writes <= 1.05, f"by {writes - 1.05:.3f}")  # fmt: skip

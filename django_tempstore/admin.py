@@ -324,8 +324,11 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """
         if not self.has_view_permission(request):
             raise PermissionDenied
-        rows = TempUpload.objects.using(conf.DATABASE).only(
-            "id", "state", "size", "received", "upload_length"
+        # The admin's own queryset: a subclass that narrows the list narrows this too.
+        rows = (
+            self.get_queryset(request)
+            .using(conf.DATABASE)
+            .only("id", "state", "size", "received", "upload_length")
         )
         ids = request.GET.getlist("id")[:PROGRESS_ROWS]
         if ids:
@@ -334,7 +337,7 @@ class TempUploadAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             except ValueError:
                 return JsonResponse({"error": "id must be an upload id"}, status=400)
         else:
-            rows = rows.pending().order_by("-created_at")[:PROGRESS_ROWS]
+            rows = rows.filter(state__in=PENDING_STATES).order_by("-created_at")[:PROGRESS_ROWS]
         uploads = [
             {
                 "id": str(row.pk),

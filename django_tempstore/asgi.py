@@ -303,9 +303,11 @@ class TempStoreASGIHandler(ASGIHandler):
 
         A body streams when it declares its ``Content-Length`` and the view its
         path resolves to is a sync one (or the body is empty). Django's parsers
-        ignore a body without a length (chunked); an async view, or an async
-        middleware, may read the body on the event loop, where a streamed body
-        cannot be waited for. Override this to spool in more cases.
+        ignore a body without a length (chunked); an async view may read the
+        body on the event loop, where a streamed body cannot be waited for (the
+        read raises ``RuntimeError``). Middleware is not looked at: a project
+        whose async middleware reads ``request.POST`` or ``request.body`` must
+        override this to spool those requests.
         """
         if length is None:
             return False

@@ -67,6 +67,8 @@ class TempStoreUploadedFile(_UploadedFile):
         self._path_handed_out = False
         self._moved_to: str | None = None
         self._spilled_in_atomic = False
+        #: The bytes of a file held in memory that was closed before it was spilled.
+        self._closed_content = b""
         #: True while the content is only in ``file`` (a ``BytesIO``), with no row.
         self.in_memory = prepare is not None
 
@@ -125,11 +127,12 @@ class TempStoreUploadedFile(_UploadedFile):
         if not self.in_memory:
             return
         upload = self.temp_upload
-        if upload.state not in (State.RECEIVING, State.COMPLETE) or self.file.closed:
+        if upload.state not in (State.RECEIVING, State.COMPLETE):
             raise UploadStateError(f"Cannot spill upload {upload.pk} in state {upload.state!r}.")
         buffer: io.BytesIO = self.file  # type: ignore[assignment]
         complete, size, digest = upload.state == State.COMPLETE, upload.size, upload.digest
-        position = buffer.tell()
+        # A view may close the file (``with f.open(): ...``) before it persists it.
+        position = 0 if buffer.closed else buffer.tell()
         # Inside the view's transaction on TEMPSTORE_DATABASE the row is only
         # there if it commits; the request's end checks (end_of_request()).
         self._spilled_in_atomic = transaction.get_connection(conf.DATABASE).in_atomic_block
@@ -142,7 +145,7 @@ class TempStoreUploadedFile(_UploadedFile):
                 raise InsufficientStorage() from exc
             logger.error("django-tempstore cannot create a temp file: %s", exc)
             raise ServiceUnavailable(reason="the temp file could not be created") from exc
-        data = buffer.getvalue()
+        data = self._closed_content if buffer.closed else buffer.getvalue()
         try:
             quota.cover(upload, len(data), bound=len(data))
             view = memoryview(data)
@@ -157,7 +160,7 @@ class TempStoreUploadedFile(_UploadedFile):
             raise
         fh.seek(position)
         buffer.close()
-        self.file, self.in_memory = fh, False
+        self.file, self.in_memory, self._closed_content = fh, False, b""
         if complete:
             lifecycle.complete(upload, size, digest, announce=False)
 
@@ -209,6 +212,10 @@ class TempStoreUploadedFile(_UploadedFile):
 
     def close(self) -> None:
         self._notice_move()
+        if self.in_memory and not self.file.closed:
+            # Closing a BytesIO drops its bytes; a file on disk can still be
+            # persisted after close(), so this one keeps them (shared, not copied).
+            self._closed_content = self.file.getvalue()  # type: ignore[attr-defined]
         with contextlib.suppress(FileNotFoundError):
             self.file.close()
 

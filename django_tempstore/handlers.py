@@ -258,9 +258,10 @@ class TempStoreUploadHandler(FileUploadHandler):
                 if start > 0 and size - upload.size > upload.size // 4:
                     # Nothing was reserved (no quota, or already covered): record
                     # the bytes received anyway for the admin, at a block that
-                    # adds more than a quarter to the size last recorded (4, 8, 12,
-                    # 16, 20, 28 MiB...: 18 commits for 512 MiB instead of 128);
-                    # the heartbeat records it at least every HEARTBEAT_INTERVAL.
+                    # adds more than a quarter to the size last recorded (17
+                    # commits for 512 MiB instead of 128, measured in
+                    # tests/test_admin_progress.py for 64 MiB); the heartbeat
+                    # records it at least every HEARTBEAT_INTERVAL.
                     # Not on the first chunk, so a small upload costs nothing.
                     self._next_heartbeat = 0.0
             except UploadRejected as exc:

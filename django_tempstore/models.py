@@ -115,11 +115,16 @@ class TempUploadQuerySet(models.QuerySet["TempUpload"]):
         column = f"{quote(self.model._meta.db_table)}.{quote(str(TempUpload.name.field.column))}"
         if connection.vendor == "postgresql":
             elements = "SELECT json_array_elements_text(%s::json)"
-        elif connection.vendor == "sqlite":
-            elements = "SELECT value FROM json_each(%s)"
+        elif connection.vendor == "sqlite" and connection.features.supports_json_field:
+            elements = "SELECT value FROM json_each(%s)"  # JSON1, built in since 3.38
         else:
-            rows = self.pending().filter(name__in=names)
-            return set(rows.order_by().values_list("name", flat=True))
+            # In slices: some databases bind at most ~2000 parameters a statement.
+            listed, step = list(names), connection.features.max_query_params or 2000
+            found: set[str] = set()
+            for start in range(0, len(listed), step):
+                rows = self.pending().filter(name__in=listed[start : start + step])
+                found.update(rows.order_by().values_list("name", flat=True))
+            return found
         among = RawSQL(
             f"{column} IN ({elements})", (json.dumps(list(names)),), models.BooleanField()
         )

@@ -123,6 +123,17 @@ def test_persist_spills_and_stores_the_content(client, settings, sent, assert_cl
     assert_clean()
 
 
+def test_a_file_closed_by_the_view_can_still_be_persisted(client, settings, assert_clean):
+    # As a file on disk can: closing a BytesIO would drop the bytes.
+    response = client.post("/read-close-persist/", {"file": upload("closed.bin")})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["head"] == PAYLOAD[:4].hex()
+    assert (settings.MEDIA_ROOT / response.json()["name"]).read_bytes() == PAYLOAD
+    assert TempUpload.objects.get().state == State.PERSISTED
+    assert_clean()
+
+
 def test_a_model_save_moves_the_spilled_file(client, settings, assert_clean):
     response = client.post("/model-save/", {"file": upload("doc.bin")})
 

@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_tempstore import signals
@@ -209,12 +210,30 @@ def test_pending_names_of_thousands_of_names_take_one_query(django_assert_num_qu
     closed = make_upload(State.DISCARDED, with_file=False)
     names = [f"tsu-{i:032x}" for i in range(3000)]
     names += [u.name for u in pending] + [closed.name, 'it\'s "odd", \\ [1]']
+    # Django asks SQLite once per connection whether it has JSON1 (a query of its own).
+    assert connection.features.supports_json_field
 
     with django_assert_num_queries(1):
         found = TempUpload.objects.pending_names(names)
 
     assert found == {u.name for u in pending} | {'it\'s "odd", \\ [1]'}
     assert TempUpload.objects.pending_names([]) == set()
+
+
+def test_pending_names_without_json_binds_the_names_in_slices(
+    monkeypatch, django_assert_num_queries
+):
+    # Another database (or SQLite without JSON1), at most 2 parameters a statement.
+    monkeypatch.setattr(connection.features, "supports_json_field", False)
+    monkeypatch.setattr(connection.features, "max_query_params", 2, raising=False)
+    monkeypatch.setattr(connection, "vendor", "other")
+    pending = [make_upload(State.RECEIVING, with_file=False) for _ in range(3)]
+    names = [u.name for u in pending] + ["tsu-none"]
+
+    with django_assert_num_queries(2):
+        found = TempUpload.objects.pending_names(names)
+
+    assert found == {u.name for u in pending}
 
 
 def test_row_whose_file_vanished_is_closed(settings):

@@ -18,6 +18,7 @@ urlpatterns = [
     path("body-length/", views.body_length),
     path("explode/", views.explode),
     path("persist/", views.persist),
+    path("read-close-persist/", views.read_close_persist),
     path("persist-every/", views.persist_every),
     path("keep/", views.keep),
     path("model-save/", views.model_save),

@@ -85,6 +85,15 @@ def persist(request: HttpRequest) -> JsonResponse:
 
 
 @csrf_exempt
+def read_close_persist(request: HttpRequest) -> JsonResponse:
+    """Read the file's head in a ``with`` block (which closes it), then persist it."""
+    upload = request.FILES["file"]
+    with upload.open("rb") as fh:
+        head = fh.read(4)
+    return JsonResponse({"head": head.hex(), "name": upload.persist("persisted/" + upload.name)})
+
+
+@csrf_exempt
 def persist_every(request: HttpRequest) -> JsonResponse:
     """Persist every file under its own (client-given) name."""
     return JsonResponse(
