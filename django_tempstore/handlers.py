@@ -215,8 +215,7 @@ class TempStoreUploadHandler(FileUploadHandler):
             RequestScope.of(self.request).track(self.file)
             return
         with self._database(None):
-            upload = lifecycle.prepare(request=self.request, **fields)
-            lifecycle.insert(upload)
+            upload = lifecycle.start(request=self.request, **fields)
         if chosen:
             self._validation = validators.FileValidation(chosen, upload, self.request)
         try:
