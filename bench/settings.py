@@ -46,6 +46,13 @@ else:
 # The default rollback journal is measured on purpose (bench/README.md): W008 says so at each start.
 SILENCED_SYSTEM_CHECKS = ["django_tempstore.W008"]
 
+# BENCH_DURABILITY=wal: SQLite in WAL mode, as check W008 asks; still synchronous=FULL
+# (each commit flushed, durable).
+if os.environ.get("BENCH_DURABILITY") == "wal" and DATABASES["default"]["ENGINE"].endswith(
+    "sqlite3"
+):
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL;"
+
 # BENCH_DURABILITY=relaxed: commits without a disk flush, as on the bookkeeping alias
 # bench/README.md recommends (a lost row is recovered by the sweep's orphan rule).
 if os.environ.get("BENCH_DURABILITY") == "relaxed":
