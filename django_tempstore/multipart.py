@@ -213,8 +213,9 @@ def gunicorn_reader(request: Any, content_length: int) -> Callable[[int], bytes]
     whose body nobody has read yet, read by gunicorn's ``LengthReader`` (a
     ``Content-Length`` body, not chunked) from a plain blocking socket (no TLS,
     no timeout). The bytes gunicorn has already buffered are returned first;
-    anything it buffered beyond the body stays in its buffer. A short read, as
-    from ``read()``, means the client stopped sending.
+    anything it buffered beyond the body stays in its buffer. A read returns
+    less than asked only when the client stopped sending (or a signal came);
+    ``b""`` once the body ended, as gunicorn's reader does.
     """
     environ = getattr(request, "environ", None)
     if not environ or "gunicorn" not in sys.modules or getattr(request, "_read_started", True):
