@@ -24,7 +24,6 @@ from gunicorn.http.unreader import SocketUnreader
 from django_tempstore.handlers import RequestScope, TempStoreUploadHandler
 from django_tempstore.models import State, TempUpload
 from django_tempstore.multipart import gunicorn_reader
-from tests.conftest import temp_files
 from tests.utils import content_type, multipart_one
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,7 +46,7 @@ class Connection:
         def counted(size_hint: int | None = None) -> bytes:
             data = read_chunk(size_hint)
             self.chunks.append(len(data))
-            return bytes(data)
+            return data
 
         # An instance attribute: the unreader's type stays SocketUnreader.
         self.unreader.chunk = counted
@@ -106,7 +105,7 @@ def parse(request: WSGIRequest) -> dict[str, Any]:
         RequestScope.of(request).close()
 
 
-def test_the_body_is_read_from_the_socket_after_what_gunicorn_buffered(connection):
+def test_the_body_is_read_from_the_socket_after_what_gunicorn_buffered(connection, assert_clean):
     content = os.urandom(5 * MiB + 123)
     body = multipart_one("big.bin", content)
     conn = connection(len(body))
@@ -121,7 +120,7 @@ def test_the_body_is_read_from_the_socket_after_what_gunicorn_buffered(connectio
     assert conn.chunks == []  # gunicorn's reader never ran.
     assert conn.reader.length == 0  # gunicorn sees the body consumed.
     assert request.read() == b""
-    assert temp_files(request_dir()) == []
+    assert_clean()
 
 
 def test_what_gunicorn_buffered_past_the_body_stays_in_its_buffer(connection):
@@ -135,7 +134,7 @@ def test_what_gunicorn_buffered_past_the_body_stays_in_its_buffer(connection):
     assert conn.unreader.buf.getvalue() == pipelined
 
 
-def test_a_client_that_stops_mid_body_fails_the_upload_and_leaves_no_file(connection):
+def test_a_client_that_stops_mid_body_fails_the_upload_and_leaves_no_file(connection, assert_clean):
     body = multipart_one("cut.bin", os.urandom(3 * MiB))
     conn = connection(len(body))
     sender = conn.send(body[: 2 * MiB], then_close=True)
@@ -145,7 +144,7 @@ def test_a_client_that_stops_mid_body_fails_the_upload_and_leaves_no_file(connec
     (row,) = TempUpload.objects.all()
     assert row.state == State.FAILED
     assert "ended mid-file" in row.reason
-    assert temp_files(request_dir()) == []
+    assert_clean()
 
 
 def test_a_socket_with_a_timeout_is_left_to_gunicorns_reader(connection):
@@ -168,9 +167,3 @@ def test_only_an_unread_body_whose_length_gunicorn_agrees_with_is_taken(connecti
     started._read_started = True
     assert gunicorn_reader(started, 100) is None
     assert gunicorn_reader(conn.request(100), 100) is not None
-
-
-def request_dir() -> Any:
-    from django_tempstore.conf import conf
-
-    return conf.DIR
